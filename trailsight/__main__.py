@@ -1,0 +1,3 @@
+from trailsight.cli import main
+
+main()

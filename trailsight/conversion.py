@@ -1,0 +1,436 @@
+"""Stage 2, conversion: one CloudTrail object's bytes to Arrow rows of the lake schema, losslessly.
+
+Every event becomes one row. Values the typed columns cannot hold exactly (unknown fields at any depth,
+explicit nulls, values of an unexpected type, time strings in a non-canonical form) go into the
+`extrafields` JSON merge patch, so `rebuild_event(row) == original event` for every event accepted.
+Input that is not CloudTrail goes to quarantine with a reason instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from isal import isal_zlib
+
+from trailsight.schema import Field, TableSchema, arrow_schema, load_schema
+
+DEFAULT_MAX_UNCOMPRESSED = 512 * 1024 * 1024
+INSIGHT_EVENT_TYPE = "AwsCloudTrailInsight"
+SAFE_PARTITION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+UNKNOWN = "unknown"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MISSING = object()
+
+
+class BadInput(Exception):
+    """An object or record that cannot be converted; its message is the quarantine reason."""
+
+
+# --- decoding -------------------------------------------------------------------------------------------
+
+
+def inflate(data: bytes, limit: int = DEFAULT_MAX_UNCOMPRESSED) -> bytes:
+    """Decompress gzip (all members) without ever holding more than `limit` bytes: bombs are refused."""
+    out = bytearray()
+    remaining = data
+    while remaining:
+        inflater = isal_zlib.decompressobj(wbits=31)
+        try:
+            chunk = inflater.decompress(remaining, limit + 1 - len(out))
+            out += chunk
+            while inflater.unconsumed_tail and len(out) <= limit:
+                out += inflater.decompress(inflater.unconsumed_tail, limit + 1 - len(out))
+        except (isal_zlib.error, zlib.error) as exc:
+            raise BadInput(f"corrupt gzip data: {exc}") from exc
+        if len(out) > limit:
+            raise BadInput(f"decompresses to more than {limit:,} bytes (limit; possible gzip bomb)")
+        if not inflater.eof:
+            raise BadInput("truncated gzip file: the compressed stream ends early")
+        remaining = inflater.unused_data
+        if remaining and remaining.strip(b"\0") == b"":
+            break
+    return bytes(out)
+
+
+def _describe_lookalike(doc: Any) -> str:
+    if isinstance(doc, dict):
+        if "logFiles" in doc and "digestStartTime" in doc:
+            return "a CloudTrail digest file, not a log file"
+        if doc.get("Type") == "Notification" or "TopicArn" in doc:
+            return "an SNS notification envelope, not a CloudTrail log file"
+        if "detail-type" in doc and "detail" in doc:
+            return "an EventBridge event, not a CloudTrail log file"
+        if "Messages" in doc or "ReceiptHandle" in doc or "receiptHandle" in doc:
+            return "an SQS message envelope, not a CloudTrail log file"
+        return f"a JSON object without a Records array (keys: {', '.join(sorted(map(str, doc))[:6])})"
+    return f"JSON {type(doc).__name__}, not an object with a Records array"
+
+
+def parse_records(text: bytes) -> list[Any]:
+    """The `Records` list of a log file; anything else is BadInput."""
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as orjson_error:
+        try:
+            doc = json.loads(text)
+        except RecursionError as exc:
+            raise BadInput("invalid JSON: nested too deeply") from exc
+        except (ValueError, UnicodeDecodeError):
+            raise BadInput(f"invalid JSON: {orjson_error}") from None
+    if not isinstance(doc, dict) or "Records" not in doc:
+        raise BadInput(f"not a CloudTrail log file: {_describe_lookalike(doc)}")
+    records = doc["Records"]
+    if not isinstance(records, list):
+        raise BadInput(f"Records is a JSON {type(records).__name__}, not an array")
+    return records
+
+
+def canonical_json(value: Any) -> bytes:
+    """Key-sorted compact JSON; equal events give equal bytes."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def dump_json(value: Any) -> str:
+    """JSON text for a free-form column."""
+    try:
+        return orjson.dumps(value).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_hash(event: dict) -> int:
+    """64-bit signed hash of an event's canonical JSON: the de-duplication identity."""
+    digest = hashlib.blake2b(canonical_json(event), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+# --- event time ------------------------------------------------------------------------------------------
+
+
+def parse_event_time(value: Any) -> tuple[int, bool]:
+    """(microseconds since epoch UTC, whether `value` is in CloudTrail's canonical form)."""
+    if not isinstance(value, str):
+        raise BadInput(f"eventTime is {type(value).__name__ if value is not None else 'missing or null'}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadInput(f"eventTime {value[:40]!r} is not an ISO-8601 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    delta = parsed - _EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    canonical = len(value) == 20 and value[19] == "Z" and value[10] == "T"
+    return micros, canonical
+
+
+def format_event_time(moment: datetime | int) -> str:
+    """CloudTrail's canonical form, `YYYY-MM-DDTHH:MM:SSZ`, of a time or of microseconds since the epoch."""
+    if isinstance(moment, int):
+        moment = _EPOCH + timedelta(microseconds=moment)
+    m = moment.astimezone(UTC)
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"
+
+
+# --- typed conversion ------------------------------------------------------------------------------------
+
+
+Converter = Callable[[Any], tuple[Any, Any]]
+_NO_PATCH = _MISSING
+
+
+def _scalar_converter(kind: str) -> Converter:
+    """Returns (column value, patch): patch is _NO_PATCH when the column holds the value exactly."""
+    expected: type | tuple[type, ...]
+    if kind == "string":
+        expected = str
+    elif kind == "boolean":
+        expected = bool
+    else:
+        raise ValueError(kind)
+
+    def convert(value: Any) -> tuple[Any, Any]:
+        if type(value) is expected:
+            return value, _NO_PATCH
+        return None, value
+
+    return convert
+
+
+def _json_converter(value: Any) -> tuple[Any, Any]:
+    if value is None:
+        return None, None
+    return dump_json(value), _NO_PATCH
+
+
+def _map_converter(value: Any) -> tuple[Any, Any]:
+    if isinstance(value, dict) and all(type(v) is str for v in value.values()):
+        return list(value.items()), _NO_PATCH
+    return None, value
+
+
+def _struct_converter(fields: tuple[Field, ...]) -> Converter:
+    plan = tuple((f.source, f.name, converter_for(f), f.type) for f in fields)
+    known = frozenset(f.source for f in fields)
+
+    def convert(value: Any) -> tuple[Any, Any]:
+        if type(value) is not dict:
+            return None, value
+        out: dict[str, Any] = {}
+        patch: dict[str, Any] | None = None
+        seen = 0
+        for source, name, sub, kind in plan:
+            item = value.get(source, _MISSING)
+            if item is _MISSING:
+                out[name] = None
+                continue
+            seen += 1
+            if kind == "string" and type(item) is str:
+                out[name] = item
+                continue
+            column_value, item_patch = sub(item)
+            out[name] = column_value
+            if item_patch is not _NO_PATCH:
+                if patch is None:
+                    patch = {}
+                patch[source] = item_patch
+        if seen != len(value):
+            if patch is None:
+                patch = {}
+            for key, item in value.items():
+                if key not in known:
+                    patch[key] = item
+        return out, (_NO_PATCH if patch is None else patch)
+
+    return convert
+
+
+def _array_converter(items: Field) -> Converter:
+    element = converter_for(items)
+
+    def convert(value: Any) -> tuple[Any, Any]:
+        if type(value) is not list:
+            return None, value
+        out = []
+        exact = True
+        for item in value:
+            column_value, item_patch = element(item)
+            out.append(column_value)
+            exact = exact and item_patch is _NO_PATCH and column_value is not None
+        return out, (_NO_PATCH if exact else value)
+
+    return convert
+
+
+def converter_for(f: Field) -> Converter:
+    match f.type:
+        case "string" | "boolean":
+            return _scalar_converter(f.type)
+        case "json":
+            return _json_converter
+        case "map":
+            return _map_converter
+        case "struct":
+            return _struct_converter(f.fields)
+        case "array":
+            assert f.items is not None
+            return _array_converter(f.items)
+    raise ValueError(f"no converter for {f.type}")
+
+
+# --- rebuilding ------------------------------------------------------------------------------------------
+
+
+def _rebuild_value(f: Field, value: Any) -> Any:
+    match f.type:
+        case "json":
+            return orjson.loads(value)
+        case "timestamp":
+            return format_event_time(value)
+        case "map":
+            return dict(value)
+        case "struct":
+            return {c.source: _rebuild_value(c, value[c.name]) for c in f.fields if value[c.name] is not None}
+        case "array":
+            assert f.items is not None
+            return [None if v is None else _rebuild_value(f.items, v) for v in value]
+    return value
+
+
+def _merge(target: dict, patch: dict, fields: dict[str, Field]) -> None:
+    for key, value in patch.items():
+        f = fields.get(key)
+        if f is not None and f.type == "struct" and type(value) is dict and type(target.get(key)) is dict:
+            _merge(target[key], value, {c.source: c for c in f.fields})
+        else:
+            target[key] = value
+
+
+def rebuild_event(row: dict[str, Any], schema: TableSchema | None = None) -> dict[str, Any]:
+    """The original CloudTrail event from a lake row (a dict keyed by column name)."""
+    schema = schema or load_schema()
+    event = {c.source: _rebuild_value(c, row[c.name]) for c in schema.columns if row.get(c.name) is not None}
+    extra = row.get("extrafields")
+    if extra:
+        _merge(event, orjson.loads(extra), {c.source: c for c in schema.columns})
+    return event
+
+
+# --- files to rows ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuarantinedRecord:
+    index: int
+    reason: str
+    record: Any
+
+
+@dataclass
+class ConvertedFile:
+    """Result of converting one object: rows per table, and what was set aside."""
+
+    key: str
+    records_read: int = 0
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    quarantined: list[QuarantinedRecord] = field(default_factory=list)
+    file_error: str | None = None
+    uncompressed_bytes: int = 0
+
+
+def _partition_value(value: Any, fallback: str) -> str:
+    if type(value) is str and 0 < len(value) <= 64 and SAFE_PARTITION_CHARS.issuperset(value) and value[0] != ".":
+        return value
+    if fallback and SAFE_PARTITION_CHARS.issuperset(fallback) and fallback[0] != ".":
+        return fallback
+    return UNKNOWN
+
+
+def _lookalike_reason(record: dict) -> str | None:
+    source = record.get("eventSource")
+    if type(source) is str and source.startswith("aws:"):
+        return f"not a CloudTrail event: an {source} event notification"
+    return None
+
+
+class RowBuilder:
+    """Accumulates converted events column by column for one table."""
+
+    def __init__(self, schema: TableSchema) -> None:
+        self.schema = schema
+        self.arrow = arrow_schema(schema)
+        self.plan = tuple((c.source, converter_for(c) if c.type != "timestamp" else None, c.type)
+                          for c in schema.columns)
+        self.known = frozenset(c.source for c in schema.columns)
+        self.columns: list[list[Any]] = [[] for _ in schema.data_columns]
+        self.dates: list[date] = []
+        self.accounts: list[str] = []
+        self.regions: list[str] = []
+
+    def add(self, event: dict, micros: int, time_canonical: bool, source_key: str, account: str,
+            region: str) -> None:
+        """Convert one event; nothing is appended unless the whole row converts."""
+        patch: dict[str, Any] | None = None
+        row: list[Any] = []
+        append = row.append
+        seen = 0
+        for source, convert, kind in self.plan:
+            value = event.get(source, _MISSING)
+            if value is _MISSING:
+                append(None)
+                continue
+            seen += 1
+            if kind == "string" and type(value) is str:
+                append(value)
+                continue
+            if convert is None:
+                append(micros)
+                if not time_canonical:
+                    patch = patch or {}
+                    patch[source] = value
+                continue
+            column_value, item_patch = convert(value)
+            append(column_value)
+            if item_patch is not _NO_PATCH:
+                patch = patch or {}
+                patch[source] = item_patch
+        if seen != len(event):
+            patch = patch or {}
+            for key, value in event.items():
+                if key not in self.known:
+                    patch[key] = value
+        append(None if patch is None else dump_json(patch))
+        append(source_key)
+        append(event_hash(event))
+        day = (_EPOCH + timedelta(microseconds=micros)).date()
+        for column, value in zip(self.columns, row, strict=True):
+            column.append(value)
+        self.dates.append(day)
+        self.accounts.append(_partition_value(event.get("recipientAccountId"), account))
+        self.regions.append(_partition_value(event.get("awsRegion"), region))
+
+    def __len__(self) -> int:
+        return len(self.dates)
+
+    def table(self) -> pa.Table:
+        """Rows so far, with the partition values appended as the last three columns."""
+        arrays = [pa.array(values, type=f.type) for values, f in zip(self.columns, self.arrow, strict=True)]
+        arrays += [pa.array(self.dates, pa.date32()), pa.array(self.accounts, pa.string()),
+                   pa.array(self.regions, pa.string())]
+        names = [*self.arrow.names, *(p.name for p in self.schema.partitions)]
+        return pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(self.arrow.metadata)
+
+
+CLOUDTRAIL_TABLE = "cloudtrail"
+INSIGHTS_TABLE = "cloudtrail_insights"
+
+
+def convert_object(key: str, data: bytes, account: str, region: str,
+                   max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED) -> ConvertedFile:
+    """Convert one log object's bytes. Never raises for bad input: it is reported in the result."""
+    result = ConvertedFile(key)
+    try:
+        text = inflate(data, max_uncompressed) if data[:2] == b"\x1f\x8b" else _plain_json(key, data)
+        result.uncompressed_bytes = len(text)
+        records = parse_records(text)
+    except BadInput as exc:
+        result.file_error = str(exc)
+        return result
+    schema = load_schema()
+    builders = {CLOUDTRAIL_TABLE: RowBuilder(schema), INSIGHTS_TABLE: RowBuilder(schema)}
+    result.records_read = len(records)
+    for index, record in enumerate(records):
+        try:
+            if type(record) is not dict:
+                raise BadInput(f"record is a JSON {type(record).__name__ if record is not None else 'null'}, "
+                               "not an object")
+            reason = _lookalike_reason(record)
+            if reason:
+                raise BadInput(reason)
+            micros, canonical = parse_event_time(record.get("eventTime"))
+            table = INSIGHTS_TABLE if record.get("eventType") == INSIGHT_EVENT_TYPE else CLOUDTRAIL_TABLE
+            builders[table].add(record, micros, canonical, key, account, region)
+        except BadInput as exc:
+            result.quarantined.append(QuarantinedRecord(index, str(exc), record))
+        except (OverflowError, ValueError) as exc:
+            result.quarantined.append(QuarantinedRecord(index, f"unconvertible record: {exc}", record))
+    for name, builder in builders.items():
+        if len(builder):
+            result.tables[name] = builder.table()
+    return result
+
+
+def _plain_json(key: str, data: bytes) -> bytes:
+    if key.endswith(".gz"):
+        raise BadInput("not a gzip file (no gzip header)")
+    return data

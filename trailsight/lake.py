@@ -1,0 +1,362 @@
+"""Stage 3, the lake: partitioned Parquet written so that it is never seen half-done.
+
+Layout under the lake root:
+  <table>/event_date=YYYY-MM-DD/account=<id>/region=<name>/part-<hash>.parquet   the data
+  _quarantine/<source key>.json                                                  what could not be converted
+  _trailsight/lock, _trailsight/runs/<run>.json                                  the lock and run summaries
+
+A partition only ever gains whole files, each written atomically and holding only events the partition
+does not have yet (by `eventhash`), so a killed run leaves complete files and a re-run writes nothing new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from trailsight.conversion import (
+    CLOUDTRAIL_TABLE,
+    DEFAULT_MAX_UNCOMPRESSED,
+    INSIGHTS_TABLE,
+    ConvertedFile,
+    convert_object,
+)
+from trailsight.discovery import Discovery, LogObject, discover
+from trailsight.errors import LakeLockedError, StorageError, TrailsightError
+from trailsight.schema import arrow_schema, load_schema
+from trailsight.storage import Storage
+
+TABLES = (CLOUDTRAIL_TABLE, INSIGHTS_TABLE)
+LOCK_KEY = "_trailsight/lock"
+RUNS_PREFIX = "_trailsight/runs"
+QUARANTINE_PREFIX = "_quarantine"
+LATE_HOURS = 3
+MAX_BUFFERED_ROWS = 200_000
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 6, "use_dictionary": True,
+                   "row_group_size": 128 * 1024, "write_statistics": True}
+
+Partition = tuple[str, date, str, str]
+"""(table, event date, account, region)"""
+
+
+def partition_key(partition: Partition) -> str:
+    table, day, account, region = partition
+    return f"{table}/event_date={day.isoformat()}/account={account}/region={region}"
+
+
+# --- the lock --------------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def lake_lock(lake: Storage, purpose: str) -> Iterator[None]:
+    """Hold the lake's write lock; a second writer is refused with who holds it."""
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now(UTC).isoformat(),
+              "purpose": purpose}
+    payload = orjson.dumps(holder)
+    if not lake.create_exclusive(LOCK_KEY, payload):
+        try:
+            current = orjson.loads(lake.read_bytes(LOCK_KEY))
+        except (StorageError, orjson.JSONDecodeError):
+            current = {}
+        stale = current.get("host") == holder["host"] and not _pid_alive(int(current.get("pid", 0) or 0))
+        if not (stale and _replace_stale_lock(lake, payload)):
+            raise LakeLockedError(
+                f"the lake {lake.url} is locked by another run ({current.get('purpose', '?')}, pid "
+                f"{current.get('pid', '?')} on {current.get('host', '?')} since {current.get('since', '?')}); "
+                f"wait for it to finish, or delete {lake.path(LOCK_KEY)} if that process is gone"
+            )
+    try:
+        yield
+    finally:
+        lake.delete(LOCK_KEY)
+
+
+def _replace_stale_lock(lake: Storage, payload: bytes) -> bool:
+    """A lock left by a dead process on this host is taken over (a killed run must not block the next)."""
+    lake.delete(LOCK_KEY)
+    return lake.create_exclusive(LOCK_KEY, payload)
+
+
+# --- writing partitions ----------------------------------------------------------------------------------
+
+
+@cache
+def _file_schema() -> pa.Schema:
+    return arrow_schema(load_schema())
+
+
+def _hash_of_hashes(hashes: np.ndarray) -> str:
+    return hashlib.blake2b(np.sort(hashes).tobytes(), digest_size=8).hexdigest()
+
+
+class PartitionWriter:
+    """Buffers converted rows per partition and writes them as de-duplicated, atomic Parquet files.
+
+    Memory stays bounded: when more than `max_rows` rows are buffered, the largest partitions are flushed.
+    """
+
+    def __init__(self, lake: Storage, max_rows: int = MAX_BUFFERED_ROWS) -> None:
+        self.lake = lake
+        self.max_rows = max_rows
+        self.buffers: dict[Partition, list[pa.Table]] = {}
+        self.buffered: dict[Partition, int] = {}
+        self.known: dict[Partition, np.ndarray] = {}
+        self.written = 0
+        self.duplicates = 0
+        self.files_written: list[str] = []
+
+    def add(self, table_name: str, rows: pa.Table) -> None:
+        days = rows.column("event_date").to_pylist()
+        accounts = rows.column("account").to_pylist()
+        regions = rows.column("region").to_pylist()
+        groups: dict[Partition, list[int]] = {}
+        for index, key in enumerate(zip(days, accounts, regions, strict=True)):
+            groups.setdefault((table_name, *key), []).append(index)
+        data = rows.select(_file_schema().names)
+        for partition, indices in groups.items():
+            part = data if len(groups) == 1 else data.take(indices)
+            self.buffers.setdefault(partition, []).append(part)
+            self.buffered[partition] = self.buffered.get(partition, 0) + len(indices)
+        while sum(self.buffered.values()) > self.max_rows:
+            self.flush(max(self.buffered, key=self.buffered.__getitem__))
+
+    def _existing_hashes(self, partition: Partition) -> np.ndarray:
+        if partition not in self.known:
+            prefix = partition_key(partition)
+            parts = [pq.read_table(self.lake.path(obj.key), columns=["eventhash"], filesystem=self.lake.fs)
+                     .column("eventhash").to_numpy() for obj in self.lake.list_files(prefix)
+                     if obj.key.endswith(".parquet")]
+            self.known[partition] = np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+        return self.known[partition]
+
+    def flush(self, partition: Partition) -> None:
+        tables = self.buffers.pop(partition, [])
+        self.buffered.pop(partition, None)
+        if not tables:
+            return
+        rows = pa.concat_tables(tables)
+        hashes = rows.column("eventhash").to_numpy()
+        _, first = np.unique(hashes, return_index=True)
+        existing = self._existing_hashes(partition)
+        fresh = first[~np.isin(hashes[first], existing, assume_unique=True)] if len(existing) else first
+        self.duplicates += len(rows) - len(fresh)
+        if not len(fresh):
+            return
+        rows = rows.take(pa.array(np.sort(fresh)))
+        order = pc.sort_indices(rows, sort_keys=[("eventtime", "ascending"), ("eventhash", "ascending")])
+        rows = rows.take(order)
+        new_hashes = rows.column("eventhash").to_numpy()
+        sink = pa.BufferOutputStream()
+        pq.write_table(rows.cast(_file_schema()), sink, **PARQUET_OPTIONS)
+        key = f"{partition_key(partition)}/part-{_hash_of_hashes(new_hashes)}.parquet"
+        self.lake.write_bytes(key, sink.getvalue().to_pybytes())
+        self.known[partition] = np.sort(np.concatenate([existing, new_hashes]))
+        self.written += len(rows)
+        self.files_written.append(key)
+
+    def close(self) -> None:
+        for partition in sorted(self.buffers, key=lambda p: (p[0], p[1], p[2], p[3])):
+            self.flush(partition)
+
+
+# --- quarantine ------------------------------------------------------------------------------------------
+
+
+def write_quarantine(lake: Storage, converted: ConvertedFile) -> str | None:
+    """Keep what could not be converted, with the reason, under `_quarantine/<source key>.json`."""
+    if converted.file_error is None and not converted.quarantined:
+        return None
+    entry = {
+        "source": converted.key,
+        "reason": converted.file_error,
+        "records": [{"index": q.index, "reason": q.reason, "record": q.record} for q in converted.quarantined],
+    }
+    key = f"{QUARANTINE_PREFIX}/{converted.key}.quarantine.json"
+    try:
+        body = orjson.dumps(entry, option=orjson.OPT_INDENT_2)
+    except (TypeError, orjson.JSONEncodeError):
+        body = orjson.dumps({**entry, "records": [{"index": q.index, "reason": q.reason, "record": repr(q.record)}
+                                                  for q in converted.quarantined]}, option=orjson.OPT_INDENT_2)
+    lake.write_bytes(key, body)
+    return key
+
+
+# --- ingest ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestSummary:
+    """What a run did; `events_read == events_written + duplicates + events_quarantined` always holds."""
+
+    source: str
+    lake: str
+    start: str | None
+    end: str | None
+    files_found: int = 0
+    files_converted: int = 0
+    files_quarantined: int = 0
+    digests_found: int = 0
+    other_objects: int = 0
+    events_read: int = 0
+    events_written: int = 0
+    duplicates: int = 0
+    events_quarantined: int = 0
+    compressed_bytes: int = 0
+    uncompressed_bytes: int = 0
+    seconds: float = 0.0
+    partitions: list[str] = field(default_factory=list)
+    quarantine: list[str] = field(default_factory=list)
+
+    @property
+    def balanced(self) -> bool:
+        return self.events_read == self.events_written + self.duplicates + self.events_quarantined
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "balanced": self.balanced}
+
+
+def select_event_files(found: Discovery, start: date | None, end: date | None,
+                       late_hours: int = LATE_HOURS) -> list[LogObject]:
+    """Event files delivered in [start, end], plus the next day's first `late_hours` of deliveries.
+
+    Folders are delivery dates: the last day's late events arrive after midnight. Files delivered later
+    still are picked up by the next day's run and land in their own event date all the same.
+    """
+    if start is None or end is None:
+        return list(found.event_files)
+    cutoff = datetime.combine(end + timedelta(days=1), datetime.min.time(), UTC) + timedelta(hours=late_hours)
+    selected = []
+    for obj in found.event_files:
+        if obj.delivery_date is None:
+            continue
+        if obj.delivery_date <= end or (obj.delivered_at is None or obj.delivered_at < cutoff):
+            selected.append(obj)
+    return selected
+
+
+@cache
+def _worker_storage(url: str) -> Storage:
+    return Storage(url)
+
+
+def _convert_task(args: tuple[str, LogObject, int]) -> tuple[ConvertedFile, int]:
+    source_url, obj, max_uncompressed = args
+    source = _worker_storage(source_url)
+    try:
+        data = source.read_bytes(obj.key)
+    except StorageError as exc:
+        return ConvertedFile(obj.key, file_error=f"cannot read: {exc}"), 0
+    return convert_object(obj.key, data, obj.account, obj.region, max_uncompressed), len(data)
+
+
+def default_workers() -> int:
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def ingest(
+    source: str | Storage,
+    lake: str | Storage,
+    start: date | None = None,
+    end: date | None = None,
+    accounts: tuple[str, ...] = (),
+    regions: tuple[str, ...] = (),
+    late_hours: int = LATE_HOURS,
+    workers: int | None = None,
+    max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
+    on_progress: ProgressCallback | None = None,
+) -> IngestSummary:
+    """Convert the CloudTrail files delivered for [start, end] (all when no dates) into the lake."""
+    source = source if isinstance(source, Storage) else Storage(source)
+    lake = lake if isinstance(lake, Storage) else Storage(lake)
+    began = time.monotonic()
+    summary = IngestSummary(source.url, lake.url, start and start.isoformat(), end and end.isoformat())
+    scan_end = end + timedelta(days=1) if end else None
+    found = discover(source, start, scan_end, accounts, regions)
+    files = select_event_files(found, start, end, late_hours)
+    summary.files_found = len(files)
+    summary.digests_found = sum(1 for d in found.digests if end is None or (d.delivery_date or end) <= end)
+    summary.other_objects = len(found.others)
+    with lake_lock(lake, f"ingest {start or 'all'}..{end or 'all'} from {source.url}"):
+        writer = PartitionWriter(lake)
+        tasks = [(source.url, obj, max_uncompressed) for obj in files]
+        for done, (converted, size) in enumerate(_run_tasks(tasks, workers), start=1):
+            summary.compressed_bytes += size
+            summary.uncompressed_bytes += converted.uncompressed_bytes
+            summary.events_read += converted.records_read
+            summary.events_quarantined += len(converted.quarantined)
+            if converted.file_error is None:
+                summary.files_converted += 1
+            else:
+                summary.files_quarantined += 1
+            quarantine_key = write_quarantine(lake, converted)
+            if quarantine_key:
+                summary.quarantine.append(quarantine_key)
+            for table_name, rows in converted.tables.items():
+                writer.add(table_name, rows)
+            if on_progress:
+                on_progress(done, len(files))
+        writer.close()
+        summary.events_written = writer.written
+        summary.duplicates = writer.duplicates
+        summary.partitions = sorted({key.rsplit("/", 1)[0] for key in writer.files_written})
+        summary.seconds = round(time.monotonic() - began, 3)
+        _record_run(lake, summary)
+    if not summary.balanced:
+        raise TrailsightError(f"event accounting does not balance: {summary.as_dict()}")
+    return summary
+
+
+def _run_tasks(tasks: list[tuple[str, LogObject, int]], workers: int | None) -> Iterator[tuple[ConvertedFile, int]]:
+    """Convert in worker processes, yielding results in input order so runs are reproducible."""
+    workers = workers or default_workers()
+    if workers == 1 or len(tasks) < 4:
+        yield from map(_convert_task, tasks)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(_convert_task, tasks, chunksize=8)
+
+
+def _record_run(lake: Storage, summary: IngestSummary) -> None:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    lake.write_bytes(f"{RUNS_PREFIX}/{stamp}-ingest.json", orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2))
+
+
+def lake_files(lake: Storage, table: str = CLOUDTRAIL_TABLE, start: date | None = None,
+               end: date | None = None) -> list[str]:
+    """Keys of a table's Parquet files, restricted to event dates in [start, end] when given."""
+    keys = []
+    for day_dir in lake.list_dirs(table):
+        if not day_dir.startswith("event_date="):
+            continue
+        day = date.fromisoformat(day_dir.removeprefix("event_date="))
+        if (start and day < start) or (end and day > end):
+            continue
+        keys += [o.key for o in lake.list_files(f"{table}/{day_dir}") if o.key.endswith(".parquet")]
+    return keys

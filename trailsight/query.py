@@ -1,0 +1,72 @@
+"""Stage 4, queries: DuckDB over the lake, with the views `cloudtrail` and `cloudtrail_insights`.
+
+Partition columns come from the Hive-style folder names, so filters on event_date, account and region
+prune whole folders; Parquet column pruning does the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from trailsight.conversion import CLOUDTRAIL_TABLE, INSIGHTS_TABLE
+from trailsight.errors import QueryError
+from trailsight.lake import lake_files
+from trailsight.schema import TableSchema, duckdb_type, load_schema
+from trailsight.storage import Storage
+
+# Athena's JSON function, so analysts' existing CloudTrail queries run unchanged on DuckDB.
+ATHENA_COMPAT_MACROS = (
+    "CREATE OR REPLACE MACRO json_extract_scalar(doc, path) AS json_extract_string(doc, path)",
+)
+
+
+def _empty_view_sql(schema: TableSchema) -> str:
+    columns = [f'CAST(NULL AS {duckdb_type(c)}) AS "{c.name}"' for c in (*schema.data_columns, *schema.partitions)]
+    return f"SELECT {', '.join(columns)} WHERE false"
+
+
+def _view_sql(lake: Storage, table: str, schema: TableSchema) -> str:
+    if not lake_files(lake, table):
+        return _empty_view_sql(schema)
+    glob = lake.path(f"{table}/*/*/*/*.parquet").replace("'", "''")
+    types = ", ".join(f"'{p.name}': {duckdb_type(p)}" for p in schema.partitions)
+    return (f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true, "
+            f"hive_types = {{{types}}})")
+
+
+def connect(lake: str | Storage) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the lake's tables as views."""
+    lake = lake if isinstance(lake, Storage) else Storage(lake)
+    if not lake.is_local:
+        raise QueryError("querying an S3 lake with DuckDB is not supported yet; copy the lake locally")
+    schema = load_schema()
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for macro in ATHENA_COMPAT_MACROS:
+        con.execute(macro)
+    for table in (CLOUDTRAIL_TABLE, INSIGHTS_TABLE):
+        con.execute(f"CREATE VIEW {table} AS {_view_sql(lake, table, schema)}")
+    return con
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+def run_sql(lake: str | Storage, sql: str, parameters: list[Any] | dict[str, Any] | None = None) -> QueryResult:
+    """Run one query over the lake, with bound parameters."""
+    con = connect(lake)
+    try:
+        cursor = con.execute(sql, parameters) if parameters is not None else con.execute(sql)
+        columns = [d[0] for d in cursor.description or []]
+        return QueryResult(columns, cursor.fetchall())
+    except duckdb.Error as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QueryError(f"query failed: {first_line}") from exc
+    finally:
+        con.close()

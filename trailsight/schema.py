@@ -1,0 +1,194 @@
+"""The lake schema, loaded from `schemas/` and turned into Arrow, DuckDB, Athena and Markdown forms.
+
+Everything that needs to know the table's shape derives it from here, so the YAML file stays the only
+place where a column is declared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pyarrow as pa
+import yaml
+
+from trailsight.errors import SchemaError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS_DIR = PROJECT_ROOT / "schemas"
+SCHEMA_VERSION = 1
+
+SCALAR_TYPES = {"string", "boolean", "timestamp", "json", "map", "int64", "date"}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One column or nested field: `name` in the lake, `source` in CloudTrail's JSON."""
+
+    name: str
+    source: str
+    type: str
+    doc: str = ""
+    fields: tuple[Field, ...] = ()
+    items: Field | None = None
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    name: str
+    version: int
+    columns: tuple[Field, ...]
+    lineage: tuple[Field, ...]
+    partitions: tuple[Field, ...]
+
+    @property
+    def data_columns(self) -> tuple[Field, ...]:
+        """Columns stored inside the Parquet files (event columns, then lineage)."""
+        return self.columns + self.lineage
+
+
+def _parse_field(raw: dict, where: str) -> Field:
+    try:
+        name = raw.get("name", "element")
+        kind = raw["type"]
+    except (KeyError, TypeError) as exc:
+        raise SchemaError(f"{where}: every field needs a name and a type") from exc
+    if kind == "struct":
+        children = tuple(_parse_field(f, f"{where}.{f.get('name')}") for f in raw.get("fields", ()))
+        if not children:
+            raise SchemaError(f"{where}: a struct needs fields")
+        return Field(name, raw.get("source", name), kind, raw.get("doc", ""), fields=children)
+    if kind == "array":
+        if "items" not in raw:
+            raise SchemaError(f"{where}: an array needs items")
+        return Field(name, raw.get("source", name), kind, raw.get("doc", ""),
+                     items=_parse_field(raw["items"], f"{where}[]"))
+    if kind not in SCALAR_TYPES:
+        raise SchemaError(f"{where}: unknown type {kind!r}; use one of {sorted(SCALAR_TYPES | {'struct', 'array'})}")
+    return Field(name, raw.get("source", name), kind, raw.get("doc", ""))
+
+
+@cache
+def load_schema(name: str = "cloudtrail", version: int = SCHEMA_VERSION) -> TableSchema:
+    """Read `schemas/<name>.v<version>.yaml`."""
+    path = SCHEMAS_DIR / f"{name}.v{version}.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SchemaError(f"cannot read schema file {path}: {exc.strerror}") from exc
+    if raw.get("version") != version:
+        raise SchemaError(f"{path}: says version {raw.get('version')}, expected {version}")
+
+    def parse_all(key: str) -> tuple[Field, ...]:
+        return tuple(_parse_field(f, f"{path.name}:{key}.{f.get('name')}") for f in raw.get(key, ()))
+
+    return TableSchema(raw["name"], version, parse_all("columns"), parse_all("lineage"), parse_all("partitions"))
+
+
+def arrow_type(f: Field) -> pa.DataType:
+    match f.type:
+        case "string" | "json":
+            return pa.string()
+        case "boolean":
+            return pa.bool_()
+        case "timestamp":
+            return pa.timestamp("us", tz="UTC")
+        case "int64":
+            return pa.int64()
+        case "date":
+            return pa.date32()
+        case "map":
+            return pa.map_(pa.string(), pa.string())
+        case "struct":
+            return pa.struct([pa.field(c.name, arrow_type(c)) for c in f.fields])
+        case "array":
+            assert f.items is not None
+            return pa.list_(pa.field("element", arrow_type(f.items)))
+    raise SchemaError(f"no Arrow type for {f.type}")
+
+
+def arrow_schema(schema: TableSchema) -> pa.Schema:
+    """Schema of the Parquet files (partition columns live in the path, not in the files)."""
+    return pa.schema(
+        [pa.field(c.name, arrow_type(c)) for c in schema.data_columns],
+        metadata={"trailsight.schema": f"{schema.name}.v{schema.version}"},
+    )
+
+
+def partition_schema(schema: TableSchema) -> pa.Schema:
+    return pa.schema([pa.field(p.name, arrow_type(p)) for p in schema.partitions])
+
+
+def duckdb_type(f: Field) -> str:
+    match f.type:
+        case "string" | "json":
+            return "VARCHAR"
+        case "boolean":
+            return "BOOLEAN"
+        case "timestamp":
+            return "TIMESTAMP WITH TIME ZONE"
+        case "int64":
+            return "BIGINT"
+        case "date":
+            return "DATE"
+        case "map":
+            return "MAP(VARCHAR, VARCHAR)"
+        case "struct":
+            return "STRUCT(" + ", ".join(f'"{c.name}" {duckdb_type(c)}' for c in f.fields) + ")"
+        case "array":
+            assert f.items is not None
+            return duckdb_type(f.items) + "[]"
+    raise SchemaError(f"no DuckDB type for {f.type}")
+
+
+def hive_type(f: Field) -> str:
+    """Glue/Athena (Hive DDL) type of a field."""
+    match f.type:
+        case "string" | "json":
+            return "string"
+        case "boolean":
+            return "boolean"
+        case "timestamp":
+            return "timestamp"
+        case "int64":
+            return "bigint"
+        case "date":
+            return "date"
+        case "map":
+            return "map<string,string>"
+        case "struct":
+            return "struct<" + ",".join(f"{c.name}:{hive_type(c)}" for c in f.fields) + ">"
+        case "array":
+            assert f.items is not None
+            return f"array<{hive_type(f.items)}>"
+    raise SchemaError(f"no Hive type for {f.type}")
+
+
+def markdown(schema: TableSchema) -> str:
+    """Schema documentation, generated so the docs cannot drift from the schema file."""
+    lines = [
+        f"# Table `{schema.name}` (schema version {schema.version})",
+        "",
+        f"Generated from `schemas/{schema.name}.v{schema.version}.yaml` by `trailsight schema`; do not edit.",
+        "",
+        "| column | type (Athena) | CloudTrail field | description |",
+        "|---|---|---|---|",
+    ]
+    for c in schema.columns:
+        lines.append(f"| `{c.name}` | `{hive_type(c)}` | `{c.source}` | {c.doc} |")
+    lines += ["", "## Lineage columns", "", "| column | type (Athena) | description |", "|---|---|---|"]
+    lines += [f"| `{c.name}` | `{hive_type(c)}` | {c.doc} |" for c in schema.lineage]
+    lines += [
+        "",
+        "## Partitions",
+        "",
+        "Hive-style folders, in this order: `"
+        + "/".join(f"{p.name}=..." for p in schema.partitions)
+        + "/part-<hash>.parquet`.",
+        "",
+        "| partition | type | value |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{p.name}` | `{hive_type(p)}` | {p.doc} |" for p in schema.partitions]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,50 @@
+"""SQL kept in `sql/*.sql` files, each with a header saying what it answers and which parameters it binds.
+
+Header lines come first, as `-- key: value` comments (title, description, parameters); the rest is the query.
+Parameters are bound by name (`$day`), never pasted into the text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+
+from trailsight.errors import UsageError
+from trailsight.schema import PROJECT_ROOT
+
+SQL_DIR = PROJECT_ROOT / "sql"
+HEADER = re.compile(r"^--\s*(\w+):\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class SqlFile:
+    name: str
+    title: str
+    description: str
+    parameters: tuple[str, ...]
+    sql: str
+
+
+def parse_sql_file(name: str, text: str) -> SqlFile:
+    header: dict[str, str] = {}
+    lines = text.splitlines()
+    body_start = 0
+    for index, line in enumerate(lines):
+        match = HEADER.match(line)
+        if not match:
+            body_start = index
+            break
+        header[match[1].lower()] = match[2].strip()
+    params = tuple(p.strip() for p in header.get("parameters", "").split(",") if p.strip() and p.strip() != "none")
+    return SqlFile(name, header.get("title", name), header.get("description", ""), params,
+                   "\n".join(lines[body_start:]).strip().rstrip(";"))
+
+
+@cache
+def load_sql(name: str) -> SqlFile:
+    path = SQL_DIR / f"{name}.sql"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in SQL_DIR.glob("*.sql")))
+        raise UsageError(f"no SQL file named {name!r}; known: {known}")
+    return parse_sql_file(name, path.read_text())

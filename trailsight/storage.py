@@ -1,0 +1,148 @@
+"""Storage behind one interface: a local folder or an S3 prefix, addressed by a path or URL.
+
+Business code never branches on the scheme; it asks for keys relative to the location's root.
+Writes are atomic: a reader sees the old object or the new one, never a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from trailsight.errors import StorageError
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object: `key` is relative to the storage root and uses `/`."""
+
+    key: str
+    size: int
+
+
+def _s3_filesystem(bucket_path: str) -> pafs.S3FileSystem:
+    endpoint = os.environ.get("TRAILSIGHT_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+        "AWS_ENDPOINT_URL"
+    )
+    kwargs: dict = {}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme)
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs)
+
+
+class Storage:
+    """A location (`/some/folder`, `file:///...` or `s3://bucket/prefix`) holding objects by key."""
+
+    def __init__(self, url: str | Path) -> None:
+        text = str(url)
+        self.url = text
+        if text.startswith("s3://"):
+            self.fs: pafs.FileSystem = _s3_filesystem(text)
+            self.root = text.removeprefix("s3://").rstrip("/")
+            self.is_local = False
+        else:
+            path = Path(text.removeprefix("file://")).expanduser().resolve()
+            self.fs = pafs.LocalFileSystem()
+            self.root = path.as_posix()
+            self.is_local = True
+
+    def __repr__(self) -> str:
+        return f"Storage({self.url!r})"
+
+    def path(self, key: str = "") -> str:
+        """Filesystem path of a key, refusing keys that would escape the root."""
+        parts = [p for p in key.split("/") if p]
+        if any(p in (".", "..") for p in parts) or key.startswith("/"):
+            raise StorageError(f"refusing object key {key!r}: it would leave {self.url}")
+        return "/".join([self.root, *parts]) if parts else self.root
+
+    def key_of(self, path: str) -> str:
+        return path[len(self.root) :].lstrip("/")
+
+    def _info(self, selector_path: str, recursive: bool) -> list[pafs.FileInfo]:
+        try:
+            return self.fs.get_file_info(pafs.FileSelector(selector_path, recursive=recursive, allow_not_found=True))
+        except OSError as exc:
+            raise StorageError(f"cannot list {selector_path}: {exc}") from exc
+
+    def list_dirs(self, key: str = "") -> list[str]:
+        """Names of the sub-folders (common prefixes) directly under `key`, sorted."""
+        infos = self._info(self.path(key), recursive=False)
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+    def list_files(self, key: str = "", recursive: bool = True) -> Iterator[ObjectInfo]:
+        """Objects under `key`, sorted by key; hidden temporary files are skipped."""
+        infos = self._info(self.path(key), recursive=recursive)
+        files = [
+            ObjectInfo(self.key_of(i.path), i.size or 0)
+            for i in infos
+            if i.type == pafs.FileType.File and not i.base_name.startswith(".")
+        ]
+        return iter(sorted(files, key=lambda o: o.key))
+
+    def exists(self, key: str) -> bool:
+        try:
+            return self.fs.get_file_info(self.path(key)).type != pafs.FileType.NotFound
+        except OSError as exc:
+            raise StorageError(f"cannot reach {self.path(key)}: {exc}") from exc
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(self.path(key), compression=None) as stream:
+                return stream.read()
+        except FileNotFoundError as exc:
+            raise StorageError(f"no such object: {self.path(key)}") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.path(key)}: {exc}") from exc
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write an object so that readers see either the previous object or the whole new one."""
+        target = self.path(key)
+        try:
+            if self.is_local:
+                folder, _, name = target.rpartition("/")
+                os.makedirs(folder, exist_ok=True)
+                temp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+                with open(temp, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temp, target)
+            else:
+                with self.fs.open_output_stream(target) as out:
+                    out.write(data)
+        except OSError as exc:
+            raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create an object only if it does not exist yet; False when it already exists."""
+        target = self.path(key)
+        if not self.is_local:
+            raise StorageError("exclusive creation on S3 is not supported yet")
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot create {target}: {exc.strerror or exc}") from exc
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        return True
+
+    def delete(self, key: str) -> None:
+        try:
+            self.fs.delete_file(self.path(key))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot delete {self.path(key)}: {exc}") from exc
