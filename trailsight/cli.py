@@ -91,7 +91,7 @@ def ingest(
     """
     first, last = date_range(day, start, end)
     with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=as_json) as progress:
+                  console=err, transient=True, disable=as_json or not err.is_terminal) as progress:
         task = progress.add_task("files", total=None)
         summary = lake_module.ingest(
             source, lake, first, last, tuple(account or ()), tuple(region or ()), late_hours, workers,
@@ -242,7 +242,7 @@ def run(argv: list[str] | None = None) -> int:
         err.print("Aborted.")
         return 1
     except TrailsightError as exc:
-        err.print(f"Error: {exc}", markup=False, highlight=False)
+        print(f"Error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         err.print("Interrupted.")
@@ -250,8 +250,8 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("TRAILSIGHT_DEBUG"):
             raise
-        err.print(f"Error: unexpected {type(exc).__name__}: {exc} (set TRAILSIGHT_DEBUG=1 for the traceback)",
-                  markup=False, highlight=False)
+        print(f"Error: unexpected {type(exc).__name__}: {exc} (set TRAILSIGHT_DEBUG=1 for the traceback)",
+              file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0
 

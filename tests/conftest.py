@@ -1,0 +1,86 @@
+"""Shared fixtures: small CloudTrail archives written by the tests themselves, and the shared corpus."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+ACCOUNT = "111122223333"
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(f"the shared CloudTrail corpus is not at {CORPUS}")
+    return CORPUS
+
+
+def make_event(when: datetime | str, name: str = "DescribeInstances", **fields: Any) -> dict[str, Any]:
+    """A plausible CloudTrail event; keyword arguments override or add fields."""
+    stamp = when if isinstance(when, str) else when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    event: dict[str, Any] = {
+        "eventVersion": "1.08",
+        "userIdentity": {
+            "type": "IAMUser",
+            "principalId": "AIDAEXAMPLE",
+            "arn": f"arn:aws:iam::{ACCOUNT}:user/alice",
+            "accountId": ACCOUNT,
+            "accessKeyId": "AKIAEXAMPLE",
+            "userName": "alice",
+        },
+        "eventTime": stamp,
+        "eventSource": "ec2.amazonaws.com",
+        "eventName": name,
+        "awsRegion": REGION,
+        "sourceIPAddress": "198.51.100.7",
+        "userAgent": "aws-cli/2.15.0",
+        "requestParameters": {"instancesSet": {"items": [{"instanceId": "i-0abc"}]}},
+        "responseElements": None,
+        "requestID": str(uuid.uuid4()),
+        "eventID": str(uuid.uuid4()),
+        "readOnly": True,
+        "eventType": "AwsApiCall",
+        "managementEvent": True,
+        "recipientAccountId": ACCOUNT,
+        "eventCategory": "Management",
+    }
+    event.update(fields)
+    return event
+
+
+def log_key(delivered: datetime, account: str = ACCOUNT, region: str = REGION, org: str | None = None,
+            prefix: str = "", suffix: str | None = None) -> str:
+    org_part = f"{org}/" if org else ""
+    name = f"{account}_CloudTrail_{region}_{delivered:%Y%m%dT%H%MZ}_{suffix or uuid.uuid4().hex[:16]}.json.gz"
+    return f"{prefix}AWSLogs/{org_part}{account}/CloudTrail/{region}/{delivered:%Y/%m/%d}/{name}"
+
+
+WriteLog = Callable[..., Path]
+
+
+@pytest.fixture
+def write_log(tmp_path: Path) -> WriteLog:
+    """Write `{"Records": records}` gzipped at a key under tmp_path/source (or raw bytes if given)."""
+
+    def write(key: str, records: list[Any] | None = None, raw: bytes | None = None) -> Path:
+        path = tmp_path / "source" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = raw if raw is not None else gzip.compress(json.dumps({"Records": records}).encode(), mtime=0)
+        path.write_bytes(data)
+        return path
+
+    return write
+
+
+def day_start(year: int, month: int, day: int) -> datetime:
+    return datetime(year, month, day, tzinfo=UTC)
+
