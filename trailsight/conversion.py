@@ -13,14 +13,14 @@ import json
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pyarrow as pa
 from isal import isal_zlib
 
-from trailsight.schema import Field, TableSchema, arrow_schema, load_schema
+from trailsight.schema import Field, TableSchema, arrow_schema, arrow_type, load_schema
 
 DEFAULT_MAX_UNCOMPRESSED = 512 * 1024 * 1024
 INSIGHT_EVENT_TYPE = "AwsCloudTrailInsight"
@@ -180,22 +180,22 @@ def _map_converter(value: Any) -> tuple[Any, Any]:
 
 
 def _struct_converter(fields: tuple[Field, ...]) -> Converter:
-    plan = tuple((f.source, f.name, converter_for(f), f.type) for f in fields)
-    known = frozenset(f.source for f in fields)
+    plan = {f.source: (f.name, converter_for(f), f.type == "string") for f in fields}
 
     def convert(value: Any) -> tuple[Any, Any]:
         if type(value) is not dict:
             return None, value
         out: dict[str, Any] = {}
         patch: dict[str, Any] | None = None
-        seen = 0
-        for source, name, sub, kind in plan:
-            item = value.get(source, _MISSING)
-            if item is _MISSING:
-                out[name] = None
+        for key, item in value.items():
+            spec = plan.get(key)
+            if spec is None:
+                if patch is None:
+                    patch = {}
+                patch[key] = item
                 continue
-            seen += 1
-            if kind == "string" and type(item) is str:
+            name, sub, is_string = spec
+            if is_string and type(item) is str:
                 out[name] = item
                 continue
             column_value, item_patch = sub(item)
@@ -203,13 +203,7 @@ def _struct_converter(fields: tuple[Field, ...]) -> Converter:
             if item_patch is not _NO_PATCH:
                 if patch is None:
                     patch = {}
-                patch[source] = item_patch
-        if seen != len(value):
-            if patch is None:
-                patch = {}
-            for key, item in value.items():
-                if key not in known:
-                    patch[key] = item
+                patch[key] = item_patch
         return out, (_NO_PATCH if patch is None else patch)
 
     return convert
@@ -324,69 +318,61 @@ def _lookalike_reason(record: dict) -> str | None:
 
 
 class RowBuilder:
-    """Accumulates converted events column by column for one table."""
+    """Accumulates converted events, one list per row, for one table."""
 
     def __init__(self, schema: TableSchema) -> None:
         self.schema = schema
         self.arrow = arrow_schema(schema)
-        self.plan = tuple((c.source, converter_for(c) if c.type != "timestamp" else None, c.type)
-                          for c in schema.columns)
-        self.known = frozenset(c.source for c in schema.columns)
-        self.columns: list[list[Any]] = [[] for _ in schema.data_columns]
-        self.dates: list[date] = []
-        self.accounts: list[str] = []
-        self.regions: list[str] = []
+        self.plan = {
+            c.source: (index, converter_for(c) if c.type != "timestamp" else None, c.type)
+            for index, c in enumerate(schema.columns)
+        }
+        self.width = len(schema.data_columns) + len(schema.partitions)
+        self.lineage_at = len(schema.columns)
+        self.rows: list[list[Any]] = []
 
     def add(self, event: dict, micros: int, time_canonical: bool, source_key: str, account: str,
             region: str) -> None:
-        """Convert one event; nothing is appended unless the whole row converts."""
+        """Convert one event; nothing is kept unless the whole row converts."""
         patch: dict[str, Any] | None = None
-        row: list[Any] = []
-        append = row.append
-        seen = 0
-        for source, convert, kind in self.plan:
-            value = event.get(source, _MISSING)
-            if value is _MISSING:
-                append(None)
+        row: list[Any] = [None] * self.width
+        plan = self.plan
+        for key, value in event.items():
+            spec = plan.get(key)
+            if spec is None:
+                patch = patch or {}
+                patch[key] = value
                 continue
-            seen += 1
+            index, convert, kind = spec
             if kind == "string" and type(value) is str:
-                append(value)
-                continue
-            if convert is None:
-                append(micros)
+                row[index] = value
+            elif convert is None:
+                row[index] = micros
                 if not time_canonical:
                     patch = patch or {}
-                    patch[source] = value
-                continue
-            column_value, item_patch = convert(value)
-            append(column_value)
-            if item_patch is not _NO_PATCH:
-                patch = patch or {}
-                patch[source] = item_patch
-        if seen != len(event):
-            patch = patch or {}
-            for key, value in event.items():
-                if key not in self.known:
                     patch[key] = value
-        append(None if patch is None else dump_json(patch))
-        append(source_key)
-        append(event_hash(event))
-        day = (_EPOCH + timedelta(microseconds=micros)).date()
-        for column, value in zip(self.columns, row, strict=True):
-            column.append(value)
-        self.dates.append(day)
-        self.accounts.append(_partition_value(event.get("recipientAccountId"), account))
-        self.regions.append(_partition_value(event.get("awsRegion"), region))
+            else:
+                column_value, item_patch = convert(value)
+                row[index] = column_value
+                if item_patch is not _NO_PATCH:
+                    patch = patch or {}
+                    patch[key] = item_patch
+        at = self.lineage_at
+        row[at] = None if patch is None else dump_json(patch)
+        row[at + 1] = source_key
+        row[at + 2] = event_hash(event)
+        row[at + 3] = (_EPOCH + timedelta(microseconds=micros)).date()
+        row[at + 4] = _partition_value(event.get("recipientAccountId"), account)
+        row[at + 5] = _partition_value(event.get("awsRegion"), region)
+        self.rows.append(row)
 
     def __len__(self) -> int:
-        return len(self.dates)
+        return len(self.rows)
 
     def table(self) -> pa.Table:
-        """Rows so far, with the partition values appended as the last three columns."""
-        arrays = [pa.array(values, type=f.type) for values, f in zip(self.columns, self.arrow, strict=True)]
-        arrays += [pa.array(self.dates, pa.date32()), pa.array(self.accounts, pa.string()),
-                   pa.array(self.regions, pa.string())]
+        """Rows so far, with the partition values as the last three columns."""
+        types = [*self.arrow.types, *(arrow_type(p) for p in self.schema.partitions)]
+        arrays = [pa.array(values, type=t) for values, t in zip(zip(*self.rows, strict=True), types, strict=True)]
         names = [*self.arrow.names, *(p.name for p in self.schema.partitions)]
         return pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(self.arrow.metadata)
 
