@@ -6,6 +6,7 @@ import gzip
 import json
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from conftest import make_event
 
@@ -13,6 +14,7 @@ from trailsight.conversion import (
     CLOUDTRAIL_TABLE,
     INSIGHTS_TABLE,
     BadInput,
+    ConvertedFile,
     convert_object,
     inflate,
     rebuild_event,
@@ -23,6 +25,18 @@ def gz(doc: Any) -> bytes:
     return gzip.compress(json.dumps(doc).encode(), mtime=0)
 
 
+def table_of(result: ConvertedFile, name: str = CLOUDTRAIL_TABLE) -> pa.Table:
+    """All rows of one table, with the partition values as columns."""
+    parts = []
+    for (table, day, account, region), rows in result.tables.items():
+        if table == name:
+            n = rows.num_rows
+            parts.append(rows.append_column("event_date", pa.array([day] * n, pa.date32()))
+                         .append_column("account", pa.array([account] * n))
+                         .append_column("region", pa.array([region] * n)))
+    return pa.concat_tables(parts)
+
+
 def convert(records: list[Any], key: str = "k.json.gz") -> Any:
     return convert_object(key, gz({"Records": records}), "999999999999", "eu-west-1")
 
@@ -30,8 +44,7 @@ def convert(records: list[Any], key: str = "k.json.gz") -> Any:
 def round_trip(event: dict) -> dict:
     result = convert([event])
     assert not result.quarantined, result.quarantined
-    (rows,) = result.tables.values()
-    return rebuild_event(rows.to_pylist()[0])
+    return rebuild_event(table_of(result).to_pylist()[0])
 
 
 def test_plain_event_rebuilds_exactly() -> None:
@@ -64,7 +77,7 @@ def test_values_of_unexpected_type_are_kept_verbatim() -> None:
     event = make_event("2024-05-01T10:00:00Z", requestParameters="a string, not an object", readOnly="true",
                        recipientAccountId=123456789012, resources={"not": "a list"})
     result = convert([event])
-    row = result.tables[CLOUDTRAIL_TABLE].to_pylist()[0]
+    row = table_of(result).to_pylist()[0]
     assert row["requestparameters"] == '"a string, not an object"'
     assert row["readonly"] is None and row["recipientaccountid"] is None
     assert rebuild_event(row) == event
@@ -72,7 +85,7 @@ def test_values_of_unexpected_type_are_kept_verbatim() -> None:
 
 def test_typed_columns_hold_typed_values() -> None:
     event = make_event("2024-05-01T10:00:00Z", readOnly=False, responseElements={"ok": True})
-    row = convert([event]).tables[CLOUDTRAIL_TABLE].to_pylist()[0]
+    row = table_of(convert([event])).to_pylist()[0]
     assert row["eventtime"].isoformat() == "2024-05-01T10:00:00+00:00"
     assert row["readonly"] is False and row["managementevent"] is True
     assert json.loads(row["requestparameters"]) == {"instancesSet": {"items": [{"instanceId": "i-0abc"}]}}
@@ -81,21 +94,21 @@ def test_typed_columns_hold_typed_values() -> None:
 
 
 def test_explicit_null_is_recorded_in_extrafields() -> None:
-    row = convert([make_event("2024-05-01T10:00:00Z")]).tables[CLOUDTRAIL_TABLE].to_pylist()[0]
+    row = table_of(convert([make_event("2024-05-01T10:00:00Z")])).to_pylist()[0]
     assert row["responseelements"] is None
     assert json.loads(row["extrafields"]) == {"responseElements": None}
 
 
 def test_non_canonical_event_time_is_normalised_and_kept() -> None:
     event = make_event("2024-05-01T23:30:00.250+02:00")
-    row = convert([event]).tables[CLOUDTRAIL_TABLE].to_pylist()[0]
+    row = table_of(convert([event])).to_pylist()[0]
     assert row["eventtime"].isoformat() == "2024-05-01T21:30:00.250000+00:00"
     assert str(row["event_date"]) == "2024-05-01"
     assert rebuild_event(row) == event
 
 
 def test_partition_comes_from_the_event_not_the_file_name() -> None:
-    row = convert([make_event("2024-05-01T10:00:00Z", awsRegion="ap-south-1")]).tables[CLOUDTRAIL_TABLE]
+    row = table_of(convert([make_event("2024-05-01T10:00:00Z", awsRegion="ap-south-1")]))
     assert row.column("account").to_pylist() == ["111122223333"]
     assert row.column("region").to_pylist() == ["ap-south-1"]
 
@@ -103,7 +116,7 @@ def test_partition_comes_from_the_event_not_the_file_name() -> None:
 def test_partition_falls_back_to_the_key_and_refuses_unsafe_names() -> None:
     event = make_event("2024-05-01T10:00:00Z", awsRegion="../../etc")
     del event["recipientAccountId"]
-    rows = convert([event]).tables[CLOUDTRAIL_TABLE]
+    rows = table_of(convert([event]))
     assert rows.column("account").to_pylist() == ["999999999999"]
     assert rows.column("region").to_pylist() == ["eu-west-1"]
 
@@ -112,8 +125,8 @@ def test_insight_records_go_to_their_own_table() -> None:
     insight = make_event("2024-05-01T10:00:00Z", eventType="AwsCloudTrailInsight",
                          insightDetails={"state": "Start", "eventName": "RunInstances"})
     result = convert([insight, make_event("2024-05-01T10:00:00Z")])
-    assert result.tables[INSIGHTS_TABLE].num_rows == 1 and result.tables[CLOUDTRAIL_TABLE].num_rows == 1
-    row = result.tables[INSIGHTS_TABLE].to_pylist()[0]
+    assert table_of(result, INSIGHTS_TABLE).num_rows == 1 and table_of(result).num_rows == 1
+    row = table_of(result, INSIGHTS_TABLE).to_pylist()[0]
     assert json.loads(row["insightdetails"])["state"] == "Start"
     assert rebuild_event(row) == insight
 
@@ -133,7 +146,7 @@ def test_bad_records_are_quarantined_with_a_reason(record: Any, reason: str) -> 
     good = make_event("2024-05-01T10:00:00Z")
     result = convert([good, record])
     assert result.records_read == 2
-    assert result.tables[CLOUDTRAIL_TABLE].num_rows == 1
+    assert table_of(result).num_rows == 1
     (bad,) = result.quarantined
     assert bad.index == 1 and reason in bad.reason and bad.record == record
 
@@ -179,7 +192,7 @@ def test_file_over_16_mib_converts() -> None:
     data = gz({"Records": records})
     assert len(gzip.decompress(data)) > 16 * 1024 * 1024
     result = convert_object("big.json.gz", data, "1", "r")
-    assert result.file_error is None and result.tables[CLOUDTRAIL_TABLE].num_rows == 200
+    assert result.file_error is None and table_of(result).num_rows == 200
 
 
 def test_multi_member_gzip_is_read_whole() -> None:

@@ -13,20 +13,25 @@ import json
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
 import pyarrow as pa
 from isal import isal_zlib
 
-from trailsight.schema import Field, TableSchema, arrow_schema, arrow_type, load_schema
+from trailsight.schema import Field, TableSchema, arrow_schema, load_schema
 
 DEFAULT_MAX_UNCOMPRESSED = 512 * 1024 * 1024
 INSIGHT_EVENT_TYPE = "AwsCloudTrailInsight"
 SAFE_PARTITION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 UNKNOWN = "unknown"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+CLOUDTRAIL_TABLE = "cloudtrail"
+INSIGHTS_TABLE = "cloudtrail_insights"
+
+Partition = tuple[str, date, str, str]
+"""(table, event date, account, region)"""
 _MISSING = object()
 
 
@@ -296,7 +301,7 @@ class ConvertedFile:
 
     key: str
     records_read: int = 0
-    tables: dict[str, pa.Table] = field(default_factory=dict)
+    tables: dict[Partition, pa.Table] = field(default_factory=dict)
     quarantined: list[QuarantinedRecord] = field(default_factory=list)
     file_error: str | None = None
     uncompressed_bytes: int = 0
@@ -318,18 +323,18 @@ def _lookalike_reason(record: dict) -> str | None:
 
 
 class RowBuilder:
-    """Accumulates converted events, one list per row, for one table."""
+    """Accumulates converted events, one list per row, grouped by partition, for one table."""
 
-    def __init__(self, schema: TableSchema) -> None:
-        self.schema = schema
+    def __init__(self, schema: TableSchema, table_name: str) -> None:
+        self.table_name = table_name
         self.arrow = arrow_schema(schema)
         self.plan = {
             c.source: (index, converter_for(c) if c.type != "timestamp" else None, c.type)
             for index, c in enumerate(schema.columns)
         }
-        self.width = len(schema.data_columns) + len(schema.partitions)
+        self.width = len(schema.data_columns)
         self.lineage_at = len(schema.columns)
-        self.rows: list[list[Any]] = []
+        self.groups: dict[Partition, list[list[Any]]] = {}
 
     def add(self, event: dict, micros: int, time_canonical: bool, source_key: str, account: str,
             region: str) -> None:
@@ -361,24 +366,28 @@ class RowBuilder:
         row[at] = None if patch is None else dump_json(patch)
         row[at + 1] = source_key
         row[at + 2] = event_hash(event)
-        row[at + 3] = (_EPOCH + timedelta(microseconds=micros)).date()
-        row[at + 4] = _partition_value(event.get("recipientAccountId"), account)
-        row[at + 5] = _partition_value(event.get("awsRegion"), region)
-        self.rows.append(row)
+        partition = (
+            self.table_name,
+            (_EPOCH + timedelta(microseconds=micros)).date(),
+            _partition_value(event.get("recipientAccountId"), account),
+            _partition_value(event.get("awsRegion"), region),
+        )
+        group = self.groups.get(partition)
+        if group is None:
+            self.groups[partition] = [row]
+        else:
+            group.append(row)
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def table(self) -> pa.Table:
-        """Rows so far, with the partition values as the last three columns."""
-        types = [*self.arrow.types, *(arrow_type(p) for p in self.schema.partitions)]
-        arrays = [pa.array(values, type=t) for values, t in zip(zip(*self.rows, strict=True), types, strict=True)]
-        names = [*self.arrow.names, *(p.name for p in self.schema.partitions)]
-        return pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(self.arrow.metadata)
-
-
-CLOUDTRAIL_TABLE = "cloudtrail"
-INSIGHTS_TABLE = "cloudtrail_insights"
+    def tables(self) -> dict[Partition, pa.Table]:
+        """Rows so far as one Arrow table per partition (partition values live in the path, not the file)."""
+        types = self.arrow.types
+        return {
+            partition: pa.Table.from_arrays(
+                [pa.array(values, type=t) for values, t in zip(zip(*rows, strict=True), types, strict=True)],
+                schema=self.arrow,
+            )
+            for partition, rows in self.groups.items()
+        }
 
 
 def convert_object(key: str, data: bytes, account: str, region: str,
@@ -393,7 +402,7 @@ def convert_object(key: str, data: bytes, account: str, region: str,
         result.file_error = str(exc)
         return result
     schema = load_schema()
-    builders = {CLOUDTRAIL_TABLE: RowBuilder(schema), INSIGHTS_TABLE: RowBuilder(schema)}
+    builders = {name: RowBuilder(schema, name) for name in (CLOUDTRAIL_TABLE, INSIGHTS_TABLE)}
     result.records_read = len(records)
     for index, record in enumerate(records):
         try:
@@ -410,9 +419,8 @@ def convert_object(key: str, data: bytes, account: str, region: str,
             result.quarantined.append(QuarantinedRecord(index, str(exc), record))
         except (OverflowError, ValueError) as exc:
             result.quarantined.append(QuarantinedRecord(index, f"unconvertible record: {exc}", record))
-    for name, builder in builders.items():
-        if len(builder):
-            result.tables[name] = builder.table()
+    for builder in builders.values():
+        result.tables.update(builder.tables())
     return result
 
 

@@ -25,7 +25,6 @@ from functools import cache
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trailsight.conversion import (
@@ -33,6 +32,7 @@ from trailsight.conversion import (
     DEFAULT_MAX_UNCOMPRESSED,
     INSIGHTS_TABLE,
     ConvertedFile,
+    Partition,
     convert_object,
 )
 from trailsight.discovery import Discovery, LogObject, discover
@@ -48,10 +48,6 @@ LATE_HOURS = 3
 MAX_BUFFERED_ROWS = 200_000
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 6, "use_dictionary": True,
                    "row_group_size": 128 * 1024, "write_statistics": True}
-
-Partition = tuple[str, date, str, str]
-"""(table, event date, account, region)"""
-
 
 def partition_key(partition: Partition) -> str:
     table, day, account, region = partition
@@ -129,18 +125,9 @@ class PartitionWriter:
         self.duplicates = 0
         self.files_written: list[str] = []
 
-    def add(self, table_name: str, rows: pa.Table) -> None:
-        days = rows.column("event_date").to_pylist()
-        accounts = rows.column("account").to_pylist()
-        regions = rows.column("region").to_pylist()
-        groups: dict[Partition, list[int]] = {}
-        for index, key in enumerate(zip(days, accounts, regions, strict=True)):
-            groups.setdefault((table_name, *key), []).append(index)
-        data = rows.select(_file_schema().names)
-        for partition, indices in groups.items():
-            part = data if len(groups) == 1 else data.take(indices)
-            self.buffers.setdefault(partition, []).append(part)
-            self.buffered[partition] = self.buffered.get(partition, 0) + len(indices)
+    def add(self, partition: Partition, rows: pa.Table) -> None:
+        self.buffers.setdefault(partition, []).append(rows)
+        self.buffered[partition] = self.buffered.get(partition, 0) + rows.num_rows
         while sum(self.buffered.values()) > self.max_rows:
             self.flush(max(self.buffered, key=self.buffered.__getitem__))
 
@@ -158,7 +145,7 @@ class PartitionWriter:
         self.buffered.pop(partition, None)
         if not tables:
             return
-        rows = pa.concat_tables(tables)
+        rows = pa.concat_tables(tables).combine_chunks()
         hashes = rows.column("eventhash").to_numpy()
         _, first = np.unique(hashes, return_index=True)
         existing = self._existing_hashes(partition)
@@ -166,10 +153,10 @@ class PartitionWriter:
         self.duplicates += len(rows) - len(fresh)
         if not len(fresh):
             return
-        rows = rows.take(pa.array(np.sort(fresh)))
-        order = pc.sort_indices(rows, sort_keys=[("eventtime", "ascending"), ("eventhash", "ascending")])
-        rows = rows.take(order)
-        new_hashes = rows.column("eventhash").to_numpy()
+        times = rows.column("eventtime").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        ordered = fresh[np.lexsort((hashes[fresh], times[fresh]))]
+        rows = rows.take(pa.array(ordered))
+        new_hashes = hashes[ordered]
         sink = pa.BufferOutputStream()
         pq.write_table(rows.cast(_file_schema()), sink, **PARQUET_OPTIONS)
         key = f"{partition_key(partition)}/part-{_hash_of_hashes(new_hashes)}.parquet"
@@ -318,8 +305,8 @@ def ingest(
             quarantine_key = write_quarantine(lake, converted)
             if quarantine_key:
                 summary.quarantine.append(quarantine_key)
-            for table_name, rows in converted.tables.items():
-                writer.add(table_name, rows)
+            for partition, rows in converted.tables.items():
+                writer.add(partition, rows)
             if on_progress:
                 on_progress(done, len(files))
         writer.close()
