@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.fs as pafs
+from botocore.exceptions import ClientError
 
+from trailsight.aws import client, region_name, s3_endpoint
 from trailsight.errors import StorageError
 
 
@@ -25,17 +27,12 @@ class ObjectInfo:
     size: int
 
 
-def _s3_filesystem(bucket_path: str) -> pafs.S3FileSystem:
-    endpoint = os.environ.get("TRAILSIGHT_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-        "AWS_ENDPOINT_URL"
-    )
-    kwargs: dict = {}
+def _s3_filesystem() -> pafs.S3FileSystem:
+    kwargs: dict = {"region": region_name(), "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=8)}
+    endpoint = s3_endpoint()
     if endpoint:
         scheme, _, host = endpoint.partition("://")
         kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme)
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        kwargs["region"] = region
     return pafs.S3FileSystem(**kwargs)
 
 
@@ -46,7 +43,7 @@ class Storage:
         text = str(url)
         self.url = text
         if text.startswith("s3://"):
-            self.fs: pafs.FileSystem = _s3_filesystem(text)
+            self.fs: pafs.FileSystem = _s3_filesystem()
             self.root = text.removeprefix("s3://").rstrip("/")
             self.is_local = False
         else:
@@ -118,7 +115,7 @@ class Storage:
                     os.fsync(out.fileno())
                 os.replace(temp, target)
             else:
-                with self.fs.open_output_stream(target) as out:
+                with self.fs.open_output_stream(target, compression=None) as out:
                     out.write(data)
         except OSError as exc:
             raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc
@@ -127,7 +124,7 @@ class Storage:
         """Create an object only if it does not exist yet; False when it already exists."""
         target = self.path(key)
         if not self.is_local:
-            raise StorageError("exclusive creation on S3 is not supported yet")
+            return self._s3_create_exclusive(target, data)
         try:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -137,6 +134,18 @@ class Storage:
             raise StorageError(f"cannot create {target}: {exc.strerror or exc}") from exc
         with os.fdopen(fd, "wb") as out:
             out.write(data)
+        return True
+
+    def _s3_create_exclusive(self, target: str, data: bytes) -> bool:
+        """S3 conditional write (If-None-Match: *): exactly one of two concurrent writers succeeds."""
+        bucket, _, object_key = target.partition("/")
+        try:
+            client("s3").put_object(Bucket=bucket, Key=object_key, Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                return False
+            raise StorageError(f"cannot create s3://{target}: {code or exc}") from exc
         return True
 
     def delete(self, key: str) -> None:
