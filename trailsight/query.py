@@ -1,7 +1,9 @@
 """Stage 4, queries: DuckDB over the lake, with the views `cloudtrail` and `cloudtrail_insights`.
 
 Partition columns come from the Hive-style folder names, so filters on event_date, account and region
-prune whole folders; Parquet column pruning does the rest.
+prune whole folders; Parquet column pruning does the rest. A local lake is read by DuckDB itself; an S3 lake
+through pyarrow datasets registered in DuckDB (DuckDB's httpfs extension cannot be installed offline), which
+push projections and filters down the same way.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import pyarrow.dataset as ds
 
 from trailsight.conversion import CLOUDTRAIL_TABLE, INSIGHTS_TABLE
 from trailsight.errors import QueryError
 from trailsight.lake import lake_files
-from trailsight.schema import TableSchema, duckdb_type, load_schema
+from trailsight.schema import TableSchema, duckdb_type, load_schema, partition_schema
 from trailsight.storage import Storage
 
 # Athena's JSON function, so analysts' existing CloudTrail queries run unchanged on DuckDB.
@@ -37,18 +40,29 @@ def _view_sql(lake: Storage, table: str, schema: TableSchema) -> str:
             f"hive_types = {{{types}}})")
 
 
+def _register_s3_table(con: duckdb.DuckDBPyConnection, lake: Storage, table: str, schema: TableSchema) -> None:
+    """S3 without httpfs: a pyarrow dataset (partition and column pruning happen in pyarrow) seen as a view."""
+    if not lake_files(lake, table):
+        con.execute(f"CREATE VIEW {table} AS {_empty_view_sql(schema)}")
+        return
+    dataset = ds.dataset(lake.path(table), filesystem=lake.fs, format="parquet",
+                         partitioning=ds.partitioning(partition_schema(schema), flavor="hive"))
+    con.register(table, dataset)
+
+
 def connect(lake: str | Storage) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the lake's tables as views."""
+    """An in-memory DuckDB connection with the lake's tables as views (local folder or S3)."""
     lake = lake if isinstance(lake, Storage) else Storage(lake)
-    if not lake.is_local:
-        raise QueryError("querying an S3 lake with DuckDB is not supported yet; copy the lake locally")
     schema = load_schema()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     for macro in ATHENA_COMPAT_MACROS:
         con.execute(macro)
     for table in (CLOUDTRAIL_TABLE, INSIGHTS_TABLE):
-        con.execute(f"CREATE VIEW {table} AS {_view_sql(lake, table, schema)}")
+        if lake.is_local:
+            con.execute(f"CREATE VIEW {table} AS {_view_sql(lake, table, schema)}")
+        else:
+            _register_s3_table(con, lake, table, schema)
     return con
 
 

@@ -1,0 +1,73 @@
+"""Source and lake on S3 (moto over HTTP) behave like local folders."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import WriteLog, day_start, log_key, make_event
+
+from trailsight.aws import client, split_s3_url
+from trailsight.errors import LakeLockedError
+from trailsight.export import export
+from trailsight.lake import ingest, lake_lock
+from trailsight.query import run_sql
+from trailsight.storage import Storage
+
+
+def upload_folder(folder: Path, url: str) -> None:
+    bucket, prefix = split_s3_url(url)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        key = "/".join(filter(None, [prefix, path.relative_to(folder).as_posix()]))
+        client("s3").put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+
+
+def small_archive(write_log: WriteLog) -> None:
+    for day in (1, 2):
+        for hour in (0, 12, 23):
+            when = day_start(2024, 5, day).replace(hour=hour, minute=58)
+            events = [make_event(when + timedelta(seconds=s)) for s in range(10)]
+            write_log(log_key(when + timedelta(minutes=7)), events)
+            write_log(log_key(when + timedelta(minutes=7), org="o-abcdefghij", account="222233334444"), events[:3])
+
+
+QUERY = "SELECT eventid, event_date, account, region, eventhash FROM cloudtrail ORDER BY eventid, account"
+
+
+def test_ingest_from_and_to_s3_matches_the_local_run(tmp_path: Path, write_log: WriteLog, s3_bucket: str) -> None:
+    small_archive(write_log)
+    upload_folder(tmp_path / "source", f"{s3_bucket}/trails")
+    local = ingest(tmp_path / "source", tmp_path / "lake", date(2024, 5, 1), date(2024, 5, 2), workers=1)
+    remote = ingest(f"{s3_bucket}/trails", f"{s3_bucket}/lake", date(2024, 5, 1), date(2024, 5, 2), workers=2)
+    assert (remote.events_read, remote.events_written, remote.duplicates) == (
+        local.events_read, local.events_written, local.duplicates)
+    assert run_sql(f"{s3_bucket}/lake", QUERY).rows == run_sql(tmp_path / "lake", QUERY).rows
+    again = ingest(f"{s3_bucket}/trails", f"{s3_bucket}/lake", date(2024, 5, 1), date(2024, 5, 2), workers=1)
+    assert again.events_written == 0
+
+
+def test_partition_filter_on_an_s3_lake_gives_the_local_answer(tmp_path: Path, write_log: WriteLog,
+                                                              s3_bucket: str) -> None:
+    small_archive(write_log)
+    upload_folder(tmp_path / "source", f"{s3_bucket}/trails")
+    ingest(f"{s3_bucket}/trails", f"{s3_bucket}/lake", workers=1)
+    ingest(tmp_path / "source", tmp_path / "lake", workers=1)
+    query = "SELECT account, count(*) FROM cloudtrail WHERE event_date = $day GROUP BY account ORDER BY account"
+    remote = run_sql(f"{s3_bucket}/lake", query, {"day": date(2024, 5, 2)}).rows
+    assert remote == run_sql(tmp_path / "lake", query, {"day": date(2024, 5, 2)}).rows
+    assert remote == [("111122223333", 30)]  # the org copies are the same events: stored once
+
+
+def test_export_from_an_s3_lake(tmp_path: Path, write_log: WriteLog, s3_bucket: str) -> None:
+    small_archive(write_log)
+    ingest(tmp_path / "source", f"{s3_bucket}/lake", workers=1)
+    summary = export(f"{s3_bucket}/lake", tmp_path / "out")
+    assert summary.events == run_sql(f"{s3_bucket}/lake", "SELECT count(*) FROM cloudtrail").rows[0][0]
+
+
+def test_concurrent_run_on_an_s3_lake_is_refused(tmp_path: Path, write_log: WriteLog, s3_bucket: str) -> None:
+    small_archive(write_log)
+    lake = Storage(f"{s3_bucket}/lake")
+    with lake_lock(lake, "first"), pytest.raises(LakeLockedError):
+        ingest(tmp_path / "source", lake, workers=1)
