@@ -1,0 +1,228 @@
+"""The Athena engine: the Glue table derived from `schemas/`, and the `sql/` files rendered with sqlglot.
+
+The table uses partition projection on the lake's own partitions (event_date, account, region), so no
+crawler and no MSCK REPAIR are ever needed. JSON-text columns stay strings, read with json_extract_scalar.
+Queries are written once, in the DuckDB dialect, and transpiled; parameters are bound server-side
+(execution parameters), never pasted into the text.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+
+from trailsight.aws import client
+from trailsight.conversion import CLOUDTRAIL_TABLE, INSIGHTS_TABLE
+from trailsight.errors import QueryError, UsageError
+from trailsight.schema import TableSchema, hive_type, load_schema
+from trailsight.storage import Storage
+
+# Athena's list price per TB scanned; one place to change it (or TRAILSIGHT_ATHENA_USD_PER_TB).
+USD_PER_TB_SCANNED = float(os.environ.get("TRAILSIGHT_ATHENA_USD_PER_TB", "5.0"))
+PROJECTION_START = "2013-01-01"
+PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+PARQUET_INPUT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
+PARQUET_OUTPUT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
+
+
+@dataclass(frozen=True)
+class AthenaSettings:
+    database: str = "trailsight"
+    workgroup: str = "primary"
+    output: str | None = None
+
+
+def _lake_url(lake: Storage) -> str:
+    if lake.is_local:
+        raise UsageError("Athena needs the lake in S3: pass --lake s3://bucket/prefix")
+    return f"s3://{lake.root}"
+
+
+def partition_values(lake: Storage, table: str) -> dict[str, list[str]]:
+    """Accounts and regions present in the lake: the enum projections' values."""
+    accounts: set[str] = set()
+    regions: set[str] = set()
+    for day_dir in lake.list_dirs(table):
+        for account_dir in lake.list_dirs(f"{table}/{day_dir}"):
+            accounts.add(account_dir.removeprefix("account="))
+            for region_dir in lake.list_dirs(f"{table}/{day_dir}/{account_dir}"):
+                regions.add(region_dir.removeprefix("region="))
+    return {"account": sorted(accounts) or ["unknown"], "region": sorted(regions) or ["unknown"]}
+
+
+def table_properties(location: str, table: str, values: dict[str, list[str]]) -> dict[str, str]:
+    """Partition projection for `<table>/event_date=.../account=.../region=...`."""
+    return {
+        "classification": "parquet",
+        "projection.enabled": "true",
+        "projection.event_date.type": "date",
+        "projection.event_date.format": "yyyy-MM-dd",
+        "projection.event_date.range": f"{PROJECTION_START},NOW",
+        "projection.event_date.interval": "1",
+        "projection.event_date.interval.unit": "DAYS",
+        "projection.account.type": "enum",
+        "projection.account.values": ",".join(values["account"]),
+        "projection.region.type": "enum",
+        "projection.region.values": ",".join(values["region"]),
+        "storage.location.template": (
+            f"{location}/{table}/event_date=${{event_date}}/account=${{account}}/region=${{region}}"),
+        "trailsight.schema": "cloudtrail.v1",
+    }
+
+
+def table_ddl(schema: TableSchema, database: str, table: str, location: str, values: dict[str, list[str]]) -> str:
+    """The CREATE EXTERNAL TABLE statement equivalent to what `create_tables` puts in Glue."""
+    columns = ",\n".join(f"  `{c.name}` {hive_type(c)}" for c in schema.data_columns)
+    partitions = ",\n".join(f"  `{p.name}` {hive_type(p)}" for p in schema.partitions)
+    properties = ",\n".join(f"  '{k}' = '{v}'" for k, v in table_properties(location, table, values).items())
+    return (
+        f"CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{table}` (\n{columns}\n)\n"
+        f"PARTITIONED BY (\n{partitions}\n)\n"
+        f"ROW FORMAT SERDE '{PARQUET_SERDE}'\n"
+        f"STORED AS INPUTFORMAT '{PARQUET_INPUT}'\nOUTPUTFORMAT '{PARQUET_OUTPUT}'\n"
+        f"LOCATION '{location}/{table}/'\n"
+        f"TBLPROPERTIES (\n{properties}\n);\n"
+    )
+
+
+def ddl(lake: str | Storage, settings: AthenaSettings) -> str:
+    lake = lake if isinstance(lake, Storage) else Storage(lake)
+    location = _lake_url(lake)
+    schema = load_schema()
+    return "\n".join(table_ddl(schema, settings.database, table, location, partition_values(lake, table))
+                     for table in (CLOUDTRAIL_TABLE, INSIGHTS_TABLE))
+
+
+def _table_input(schema: TableSchema, table: str, location: str, values: dict[str, list[str]]) -> dict[str, Any]:
+    return {
+        "Name": table,
+        "TableType": "EXTERNAL_TABLE",
+        "Parameters": {**table_properties(location, table, values), "EXTERNAL": "TRUE"},
+        "PartitionKeys": [{"Name": p.name, "Type": hive_type(p), "Comment": p.doc} for p in schema.partitions],
+        "StorageDescriptor": {
+            "Columns": [{"Name": c.name, "Type": hive_type(c), "Comment": c.doc[:255]} for c in schema.data_columns],
+            "Location": f"{location}/{table}/",
+            "InputFormat": PARQUET_INPUT,
+            "OutputFormat": PARQUET_OUTPUT,
+            "SerdeInfo": {"SerializationLibrary": PARQUET_SERDE, "Parameters": {"serialization.format": "1"}},
+        },
+    }
+
+
+def create_tables(lake: str | Storage, settings: AthenaSettings) -> list[str]:
+    """Create or update the Glue database and tables (idempotent); returns what was done per table."""
+    lake = lake if isinstance(lake, Storage) else Storage(lake)
+    location = _lake_url(lake)
+    glue = client("glue")
+    schema = load_schema()
+    done = []
+    try:
+        glue.create_database(DatabaseInput={"Name": settings.database,
+                                            "Description": "trailsight CloudTrail lake"})
+        done.append(f"created database {settings.database}")
+    except glue.exceptions.AlreadyExistsException:
+        pass
+    for table in (CLOUDTRAIL_TABLE, INSIGHTS_TABLE):
+        table_input = _table_input(schema, table, location, partition_values(lake, table))
+        try:
+            glue.create_table(DatabaseName=settings.database, TableInput=table_input)
+            done.append(f"created table {settings.database}.{table}")
+        except glue.exceptions.AlreadyExistsException:
+            glue.update_table(DatabaseName=settings.database, TableInput=table_input)
+            done.append(f"updated table {settings.database}.{table}")
+    return done
+
+
+# --- rendering and running ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderedQuery:
+    """A query in Athena's dialect with its parameter names, in the order of the `?` placeholders."""
+
+    sql: str
+    parameter_names: tuple[str, ...]
+
+
+def render(sql: str) -> RenderedQuery:
+    """DuckDB-dialect SQL with `$name` parameters to Athena SQL with positional `?` parameters."""
+    try:
+        tree = sqlglot.parse_one(sql, read="duckdb")
+    except sqlglot.errors.ParseError as exc:
+        raise QueryError(f"cannot parse query: {str(exc).splitlines()[0]}") from exc
+    names: list[str] = []
+
+    def to_qmark(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Placeholder) and node.name:
+            names.append(node.name)
+            return exp.Placeholder()
+        return node
+
+    return RenderedQuery(tree.transform(to_qmark).sql(dialect="athena"), tuple(names))
+
+
+def athena_literal(value: Any) -> str:
+    """A value as an Athena SQL literal, for execution parameters."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime):
+        return f"TIMESTAMP '{value.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}'"
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    text = str(value).replace("'", "''")
+    return f"'{text}'"
+
+
+@dataclass
+class AthenaRun:
+    query_id: str
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    bytes_scanned: int
+    cost_usd: float = field(default=0.0)
+
+
+def scan_cost(bytes_scanned: int) -> float:
+    """Athena bills per TB scanned, with a 10 MB minimum per query."""
+    return max(bytes_scanned, 10 * 1024 * 1024) / 1e12 * USD_PER_TB_SCANNED
+
+
+def run_query(sql: str, parameters: dict[str, Any], settings: AthenaSettings) -> AthenaRun:
+    """Run one DuckDB-dialect query on Athena through awswrangler; parameters bound server-side."""
+    import awswrangler as wr
+
+    rendered = render(sql)
+    missing = [n for n in rendered.parameter_names if n not in parameters]
+    if missing:
+        raise QueryError(f"query needs parameter(s) {', '.join(missing)}")
+    values = [athena_literal(parameters[n]) for n in rendered.parameter_names]
+    try:
+        frame = wr.athena.read_sql_query(
+            rendered.sql, database=settings.database, workgroup=settings.workgroup, s3_output=settings.output,
+            ctas_approach=False, params=values or None, paramstyle="qmark",
+        )
+    except Exception as exc:
+        raise QueryError(f"Athena query failed: {str(exc).strip().splitlines()[0]}") from exc
+    query_id = frame.query_metadata["QueryExecutionId"]
+    scanned = int(frame.query_metadata.get("Statistics", {}).get("DataScannedInBytes", 0))
+    rows = [tuple(_python_value(v) for v in row) for row in frame.itertuples(index=False)]
+    return AthenaRun(query_id, list(frame.columns), rows, scanned, scan_cost(scanned))
+
+
+def _python_value(value: Any) -> Any:
+    """pandas/numpy cells to plain Python values, missing ones to None."""
+    try:
+        if value is None or value != value:
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value.item() if hasattr(value, "item") else value
