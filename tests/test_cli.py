@@ -20,6 +20,17 @@ def test_every_command_has_help_with_an_example(command: str, capsys: pytest.Cap
     assert "Example: trailsight " + command in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", ["ddl", "create"])
+def test_athena_commands_have_help_with_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["athena", command, "--help"]) == 0
+    assert f"Example: trailsight athena {command}" in capsys.readouterr().out
+
+
+def test_aws_errors_are_one_line(s3_bucket: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["ingest", "--source", "s3://no-such-bucket-here/trails", "--lake", f"{s3_bucket}/lake"]) == 1
+    assert capsys.readouterr().err == "Error: s3://no-such-bucket-here/trails: no such bucket\n"
+
+
 def test_commands_are_the_documented_ones() -> None:
     names = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
     assert set(COMMANDS) <= names
@@ -104,7 +115,7 @@ def test_locked_lake_is_one_error_line(tmp_path: Path, write_log: WriteLog,
 
 def test_missing_source_folder_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["ingest", "--source", str(tmp_path / "nowhere"), "--lake", str(tmp_path / "lake")]) == 1
-    assert capsys.readouterr().err.startswith(f"Error: the source {tmp_path / 'nowhere'} does not exist")
+    assert capsys.readouterr().err.startswith(f"Error: {tmp_path / 'nowhere'} does not exist")
 
 
 def test_source_without_cloudtrail_layout_ingests_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

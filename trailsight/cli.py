@@ -13,10 +13,12 @@ from typing import Annotated, Any
 
 import click
 import typer
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from trailsight import athena
 from trailsight import export as export_module
 from trailsight import lake as lake_module
 from trailsight.errors import TrailsightError, UsageError
@@ -149,17 +151,63 @@ class OutputFormat(StrEnum):
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
 
 
+class Engine(StrEnum):
+    duckdb = "duckdb"
+    athena = "athena"
+
+
+EngineOption = Annotated[Engine, typer.Option("--engine", help="Query engine: embedded DuckDB, or Athena.")]
+DatabaseOption = Annotated[str, typer.Option("--database", help="Athena/Glue database.")]
+WorkgroupOption = Annotated[str, typer.Option("--workgroup", help="Athena workgroup.")]
+OutputLocationOption = Annotated[
+    str | None, typer.Option("--output-location", help="s3:// folder for Athena results (default: the workgroup's).")
+]
+
+
 @app.command()
 def sql(
     lake: LakeOption,
     query: Annotated[str, typer.Argument(help="SQL over the views cloudtrail and cloudtrail_insights.")],
     output_format: FormatOption = OutputFormat.table,
+    engine: EngineOption = Engine.duckdb,
+    database: DatabaseOption = "trailsight",
+    workgroup: WorkgroupOption = "primary",
+    output_location: OutputLocationOption = None,
 ) -> None:
-    """Run SQL over the lake with DuckDB.
+    """Run SQL over the lake with DuckDB (local folder or S3), or with Athena (written in DuckDB's dialect).
 
     Example: trailsight sql --lake ./lake "SELECT eventname, count(*) FROM cloudtrail GROUP BY 1 ORDER BY 2 DESC"
     """
+    if engine is Engine.athena:
+        run = athena.run_query(query, {}, athena.AthenaSettings(database, workgroup, output_location))
+        print_result(QueryResult(run.columns, run.rows), output_format)
+        err.print(f"Athena query {run.query_id}: {run.bytes_scanned:,} bytes scanned, "
+                  f"about ${run.cost_usd:.6f}")
+        return
     print_result(run_sql(lake, query), output_format)
+
+
+athena_app = typer.Typer(help="Athena: the Glue tables and their DDL, derived from the schema.", no_args_is_help=True)
+app.add_typer(athena_app, name="athena")
+
+
+@athena_app.command("ddl")
+def athena_ddl(lake: LakeOption, database: DatabaseOption = "trailsight") -> None:
+    """Print the CREATE EXTERNAL TABLE statements (partition projection, Parquet) for an S3 lake.
+
+    Example: trailsight athena ddl --lake s3://my-bucket/lake --database audit
+    """
+    sys.stdout.write(athena.ddl(lake, athena.AthenaSettings(database)))
+
+
+@athena_app.command("create")
+def athena_create(lake: LakeOption, database: DatabaseOption = "trailsight") -> None:
+    """Create or update the Glue database and tables for an S3 lake (idempotent; no crawler, no MSCK REPAIR).
+
+    Example: trailsight athena create --lake s3://my-bucket/lake --database audit
+    """
+    for line in athena.create_tables(lake, athena.AthenaSettings(database)):
+        out.print(line)
 
 
 @app.command()
@@ -243,6 +291,14 @@ def run(argv: list[str] | None = None) -> int:
         return 1
     except TrailsightError as exc:
         print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        print(f"Error: AWS {exc.operation_name}: {error.get('Code', '?')}: {error.get('Message', exc)}",
+              file=sys.stderr)
+        return 1
+    except BotoCoreError as exc:
+        print(f"Error: AWS: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         err.print("Interrupted.")

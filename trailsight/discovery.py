@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
-from trailsight.errors import StorageError, UsageError
+from trailsight.errors import UsageError
 from trailsight.storage import Storage
 
 MAX_PREFIX_DEPTH = 4
@@ -130,8 +130,7 @@ def discover(
         raise UsageError("give both a start and an end date, or neither")
     if start and end and start > end:
         raise UsageError(f"start date {start} is after end date {end}")
-    if storage.is_local and not storage.exists(""):
-        raise StorageError(f"the source {storage.url} does not exist")
+    storage.check_root()
     wanted_accounts, wanted_regions = set(accounts), set(regions)
     found = Discovery([], [], [])
     kinds = {k.value: k for k in ObjectKind if k is not ObjectKind.OTHER}

@@ -86,6 +86,20 @@ class Storage:
         ]
         return iter(sorted(files, key=lambda o: o.key))
 
+    def check_root(self) -> None:
+        """Fail early, with the reason, when the folder or bucket itself is missing or forbidden."""
+        if self.is_local:
+            if not os.path.isdir(self.root):
+                raise StorageError(f"{self.url} does not exist")
+            return
+        bucket = self.root.split("/", 1)[0]
+        try:
+            client("s3").head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            reason = {"404": "no such bucket", "NoSuchBucket": "no such bucket", "403": "access denied"}.get(code, code)
+            raise StorageError(f"{self.url}: {reason}") from exc
+
     def exists(self, key: str) -> bool:
         try:
             return self.fs.get_file_info(self.path(key)).type != pafs.FileType.NotFound
