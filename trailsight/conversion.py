@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import orjson
@@ -297,14 +298,15 @@ class QuarantinedRecord:
 
 @dataclass
 class ConvertedFile:
-    """Result of converting one object: rows per table, and what was set aside."""
+    """What converting one object gave: its records' fate, and its rows per partition when asked alone."""
 
     key: str
     records_read: int = 0
-    tables: dict[Partition, pa.Table] = field(default_factory=dict)
     quarantined: list[QuarantinedRecord] = field(default_factory=list)
     file_error: str | None = None
+    compressed_bytes: int = 0
     uncompressed_bytes: int = 0
+    tables: dict[Partition, pa.Table] = field(default_factory=dict)
 
 
 def _partition_value(value: Any, fallback: str) -> str:
@@ -322,18 +324,25 @@ def _lookalike_reason(record: dict) -> str | None:
     return None
 
 
+@cache
+def _compiled_plan() -> tuple[pa.Schema, dict[str, tuple[int, Converter | None, str]]]:
+    """The Arrow schema and, per CloudTrail field, (column index, converter, type): built once per process."""
+    schema = load_schema()
+    plan = {
+        c.source: (index, converter_for(c) if c.type != "timestamp" else None, c.type)
+        for index, c in enumerate(schema.columns)
+    }
+    return arrow_schema(schema), plan
+
+
 class RowBuilder:
     """Accumulates converted events, one list per row, grouped by partition, for one table."""
 
-    def __init__(self, schema: TableSchema, table_name: str) -> None:
+    def __init__(self, table_name: str) -> None:
         self.table_name = table_name
-        self.arrow = arrow_schema(schema)
-        self.plan = {
-            c.source: (index, converter_for(c) if c.type != "timestamp" else None, c.type)
-            for index, c in enumerate(schema.columns)
-        }
-        self.width = len(schema.data_columns)
-        self.lineage_at = len(schema.columns)
+        self.arrow, self.plan = _compiled_plan()
+        self.width = len(self.arrow)
+        self.lineage_at = self.width - 3
         self.groups: dict[Partition, list[list[Any]]] = {}
 
     def add(self, event: dict, micros: int, time_canonical: bool, source_key: str, account: str,
@@ -390,37 +399,54 @@ class RowBuilder:
         }
 
 
+def _record_reason(record: Any) -> str | None:
+    if type(record) is not dict:
+        return f"record is a JSON {type(record).__name__ if record is not None else 'null'}, not an object"
+    return _lookalike_reason(record)
+
+
+class BatchConverter:
+    """Converts several objects into shared row builders, so that small files cost little each."""
+
+    def __init__(self, max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED) -> None:
+        self.max_uncompressed = max_uncompressed
+        self.builders = {name: RowBuilder(name) for name in (CLOUDTRAIL_TABLE, INSIGHTS_TABLE)}
+
+    def add(self, key: str, data: bytes, account: str, region: str) -> ConvertedFile:
+        """Convert one log object's bytes. Never raises for bad input: it is reported in the result."""
+        result = ConvertedFile(key, compressed_bytes=len(data))
+        try:
+            text = inflate(data, self.max_uncompressed) if data[:2] == b"\x1f\x8b" else _plain_json(key, data)
+            result.uncompressed_bytes = len(text)
+            records = parse_records(text)
+        except BadInput as exc:
+            result.file_error = str(exc)
+            return result
+        result.records_read = len(records)
+        for index, record in enumerate(records):
+            try:
+                reason = _record_reason(record)
+                if reason:
+                    raise BadInput(reason)
+                micros, canonical = parse_event_time(record.get("eventTime"))
+                table = INSIGHTS_TABLE if record.get("eventType") == INSIGHT_EVENT_TYPE else CLOUDTRAIL_TABLE
+                self.builders[table].add(record, micros, canonical, key, account, region)
+            except BadInput as exc:
+                result.quarantined.append(QuarantinedRecord(index, str(exc), record))
+            except (OverflowError, ValueError) as exc:
+                result.quarantined.append(QuarantinedRecord(index, f"unconvertible record: {exc}", record))
+        return result
+
+    def tables(self) -> dict[Partition, pa.Table]:
+        return {p: t for builder in self.builders.values() for p, t in builder.tables().items()}
+
+
 def convert_object(key: str, data: bytes, account: str, region: str,
                    max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED) -> ConvertedFile:
-    """Convert one log object's bytes. Never raises for bad input: it is reported in the result."""
-    result = ConvertedFile(key)
-    try:
-        text = inflate(data, max_uncompressed) if data[:2] == b"\x1f\x8b" else _plain_json(key, data)
-        result.uncompressed_bytes = len(text)
-        records = parse_records(text)
-    except BadInput as exc:
-        result.file_error = str(exc)
-        return result
-    schema = load_schema()
-    builders = {name: RowBuilder(schema, name) for name in (CLOUDTRAIL_TABLE, INSIGHTS_TABLE)}
-    result.records_read = len(records)
-    for index, record in enumerate(records):
-        try:
-            if type(record) is not dict:
-                raise BadInput(f"record is a JSON {type(record).__name__ if record is not None else 'null'}, "
-                               "not an object")
-            reason = _lookalike_reason(record)
-            if reason:
-                raise BadInput(reason)
-            micros, canonical = parse_event_time(record.get("eventTime"))
-            table = INSIGHTS_TABLE if record.get("eventType") == INSIGHT_EVENT_TYPE else CLOUDTRAIL_TABLE
-            builders[table].add(record, micros, canonical, key, account, region)
-        except BadInput as exc:
-            result.quarantined.append(QuarantinedRecord(index, str(exc), record))
-        except (OverflowError, ValueError) as exc:
-            result.quarantined.append(QuarantinedRecord(index, f"unconvertible record: {exc}", record))
-    for builder in builders.values():
-        result.tables.update(builder.tables())
+    """Convert one object on its own, with its rows."""
+    batch = BatchConverter(max_uncompressed)
+    result = batch.add(key, data, account, region)
+    result.tables = batch.tables()
     return result
 
 

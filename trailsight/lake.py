@@ -31,9 +31,9 @@ from trailsight.conversion import (
     CLOUDTRAIL_TABLE,
     DEFAULT_MAX_UNCOMPRESSED,
     INSIGHTS_TABLE,
+    BatchConverter,
     ConvertedFile,
     Partition,
-    convert_object,
 )
 from trailsight.discovery import Discovery, LogObject, discover
 from trailsight.errors import LakeLockedError, StorageError, TrailsightError
@@ -46,6 +46,8 @@ RUNS_PREFIX = "_trailsight/runs"
 QUARANTINE_PREFIX = "_quarantine"
 LATE_HOURS = 3
 MAX_BUFFERED_ROWS = 200_000
+BATCH_BYTES = 4 * 1024 * 1024
+BATCH_FILES = 256
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 6, "use_dictionary": True,
                    "row_group_size": 128 * 1024, "write_statistics": True}
 
@@ -250,14 +252,39 @@ def _worker_storage(url: str) -> Storage:
     return Storage(url)
 
 
-def _convert_task(args: tuple[str, LogObject, int]) -> tuple[ConvertedFile, int]:
-    source_url, obj, max_uncompressed = args
+@dataclass
+class ConvertedBatch:
+    files: list[ConvertedFile]
+    tables: dict[Partition, pa.Table]
+
+
+def batches(files: list[LogObject], max_bytes: int = BATCH_BYTES,
+            max_files: int = BATCH_FILES) -> list[list[LogObject]]:
+    """Consecutive groups of files, so that per-task overhead is paid per few MB rather than per small file."""
+    groups: list[list[LogObject]] = []
+    size = 0
+    for obj in files:
+        if not groups or size >= max_bytes or len(groups[-1]) >= max_files:
+            groups.append([])
+            size = 0
+        groups[-1].append(obj)
+        size += obj.size
+    return groups
+
+
+def _convert_batch(args: tuple[str, list[LogObject], int]) -> ConvertedBatch:
+    source_url, objs, max_uncompressed = args
     source = _worker_storage(source_url)
-    try:
-        data = source.read_bytes(obj.key)
-    except StorageError as exc:
-        return ConvertedFile(obj.key, file_error=f"cannot read: {exc}"), 0
-    return convert_object(obj.key, data, obj.account, obj.region, max_uncompressed), len(data)
+    converter = BatchConverter(max_uncompressed)
+    files = []
+    for obj in objs:
+        try:
+            data = source.read_bytes(obj.key)
+        except StorageError as exc:
+            files.append(ConvertedFile(obj.key, file_error=f"cannot read: {exc}"))
+            continue
+        files.append(converter.add(obj.key, data, obj.account, obj.region))
+    return ConvertedBatch(files, converter.tables())
 
 
 def default_workers() -> int:
@@ -292,21 +319,24 @@ def ingest(
     summary.other_objects = len(found.others)
     with lake_lock(lake, f"ingest {start or 'all'}..{end or 'all'} from {source.url}"):
         writer = PartitionWriter(lake)
-        tasks = [(source.url, obj, max_uncompressed) for obj in files]
-        for done, (converted, size) in enumerate(_run_tasks(tasks, workers), start=1):
-            summary.compressed_bytes += size
-            summary.uncompressed_bytes += converted.uncompressed_bytes
-            summary.events_read += converted.records_read
-            summary.events_quarantined += len(converted.quarantined)
-            if converted.file_error is None:
-                summary.files_converted += 1
-            else:
-                summary.files_quarantined += 1
-            quarantine_key = write_quarantine(lake, converted)
-            if quarantine_key:
-                summary.quarantine.append(quarantine_key)
-            for partition, rows in converted.tables.items():
+        tasks = [(source.url, group, max_uncompressed) for group in batches(files)]
+        done = 0
+        for batch in _run_tasks(tasks, workers):
+            for converted in batch.files:
+                summary.compressed_bytes += converted.compressed_bytes
+                summary.uncompressed_bytes += converted.uncompressed_bytes
+                summary.events_read += converted.records_read
+                summary.events_quarantined += len(converted.quarantined)
+                if converted.file_error is None:
+                    summary.files_converted += 1
+                else:
+                    summary.files_quarantined += 1
+                quarantine_key = write_quarantine(lake, converted)
+                if quarantine_key:
+                    summary.quarantine.append(quarantine_key)
+            for partition, rows in batch.tables.items():
                 writer.add(partition, rows)
+            done += len(batch.files)
             if on_progress:
                 on_progress(done, len(files))
         writer.close()
@@ -320,14 +350,14 @@ def ingest(
     return summary
 
 
-def _run_tasks(tasks: list[tuple[str, LogObject, int]], workers: int | None) -> Iterator[tuple[ConvertedFile, int]]:
+def _run_tasks(tasks: list[tuple[str, list[LogObject], int]], workers: int | None) -> Iterator[ConvertedBatch]:
     """Convert in worker processes, yielding results in input order so runs are reproducible."""
     workers = workers or default_workers()
-    if workers == 1 or len(tasks) < 4:
-        yield from map(_convert_task, tasks)
+    if workers == 1 or len(tasks) < 2:
+        yield from map(_convert_batch, tasks)
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(_convert_task, tasks, chunksize=8)
+        yield from pool.map(_convert_batch, tasks)
 
 
 def _record_run(lake: Storage, summary: IngestSummary) -> None:
