@@ -12,6 +12,7 @@ does not have yet (by `eventhash`), so a killed run leaves complete files and a 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import socket
 import time
@@ -356,7 +357,8 @@ def _run_tasks(tasks: list[tuple[str, list[LogObject], int]], workers: int | Non
     if workers == 1 or len(tasks) < 2:
         yield from map(_convert_batch, tasks)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # forkserver: safe when the caller has threads (a Prefect task, a progress bar), unlike a plain fork.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
         yield from pool.map(_convert_batch, tasks)
 
 
