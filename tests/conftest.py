@@ -12,6 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# Property tests explore the same examples on every run, so CI results are reproducible.
+settings.register_profile("trailsight", derandomize=True, deadline=None, print_blob=True)
+settings.load_profile("trailsight")
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 ACCOUNT = "111122223333"
