@@ -13,6 +13,10 @@ class StorageError(TrailsightError):
     """A location cannot be read or written."""
 
 
+class TransientError(StorageError):
+    """A storage failure worth retrying: throttling, a timeout, a reset connection, a 5xx."""
+
+
 class LakeLockedError(TrailsightError):
     """Another run holds the lake's lock."""
 
@@ -23,3 +27,15 @@ class SchemaError(TrailsightError):
 
 class QueryError(TrailsightError):
     """A SQL query failed."""
+
+
+class PolicyError(TrailsightError):
+    """The retention policy or the price table is missing or invalid."""
+
+
+class ArchiveError(TrailsightError):
+    """A day cannot be archived or restored as asked."""
+
+
+class LifecycleError(TrailsightError):
+    """A bucket's lifecycle configuration cannot be read, planned or written."""

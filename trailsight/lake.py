@@ -379,3 +379,18 @@ def lake_files(lake: Storage, table: str = CLOUDTRAIL_TABLE, start: date | None 
             continue
         keys += [o.key for o in lake.list_files(f"{table}/{day_dir}") if o.key.endswith(".parquet")]
     return keys
+
+
+DAYS_PREFIX = "_trailsight/days"
+
+
+def mark_day_complete(lake: str | Storage, day: date, summary: dict) -> None:
+    """Record that the daily job finished a day, so a backfill can skip it."""
+    lake = lake if isinstance(lake, Storage) else Storage(lake)
+    lake.write_bytes(f"{DAYS_PREFIX}/{day.isoformat()}.json", orjson.dumps(summary, default=str))
+
+
+def completed_days(lake: str | Storage) -> set[date]:
+    lake = lake if isinstance(lake, Storage) else Storage(lake)
+    return {date.fromisoformat(o.key.rsplit("/", 1)[-1].removesuffix(".json"))
+            for o in lake.list_files(DAYS_PREFIX) if o.key.endswith(".json")}

@@ -16,7 +16,19 @@ import pyarrow.fs as pafs
 from botocore.exceptions import ClientError
 
 from trailsight.aws import client, region_name, s3_endpoint
-from trailsight.errors import StorageError
+from trailsight.errors import StorageError, TransientError
+
+TRANSIENT_MARKERS = ("SlowDown", "503", "500 ", "InternalError", "ServiceUnavailable", "Throttl", "RequestTimeout",
+                     "timed out", "Timeout", "Connection reset", "connection reset", "Broken pipe", "curlCode: 28",
+                     "curlCode: 56", "curlCode: 7,")
+
+
+def storage_error(message: str, exc: BaseException) -> StorageError:
+    """A StorageError, or a TransientError when the cause is worth retrying."""
+    text = str(exc)
+    transient = any(marker in text for marker in TRANSIENT_MARKERS) or isinstance(exc, TimeoutError | ConnectionError)
+    detail = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return (TransientError if transient else StorageError)(f"{message}: {detail}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,7 @@ class Storage:
         try:
             return self.fs.get_file_info(pafs.FileSelector(selector_path, recursive=recursive, allow_not_found=True))
         except OSError as exc:
-            raise StorageError(f"cannot list {selector_path}: {exc}") from exc
+            raise storage_error(f"cannot list {selector_path}", exc) from exc
 
     def list_dirs(self, key: str = "") -> list[str]:
         """Names of the sub-folders (common prefixes) directly under `key`, sorted."""
@@ -104,7 +116,7 @@ class Storage:
         try:
             return self.fs.get_file_info(self.path(key)).type != pafs.FileType.NotFound
         except OSError as exc:
-            raise StorageError(f"cannot reach {self.path(key)}: {exc}") from exc
+            raise storage_error(f"cannot reach {self.path(key)}", exc) from exc
 
     def read_bytes(self, key: str) -> bytes:
         try:
@@ -113,7 +125,7 @@ class Storage:
         except FileNotFoundError as exc:
             raise StorageError(f"no such object: {self.path(key)}") from exc
         except OSError as exc:
-            raise StorageError(f"cannot read {self.path(key)}: {exc}") from exc
+            raise storage_error(f"cannot read {self.path(key)}", exc) from exc
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """Write an object so that readers see either the previous object or the whole new one."""
@@ -132,7 +144,7 @@ class Storage:
                 with self.fs.open_output_stream(target, compression=None) as out:
                     out.write(data)
         except OSError as exc:
-            raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc
+            raise storage_error(f"cannot write {target}", exc) from exc
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """Create an object only if it does not exist yet; False when it already exists."""
@@ -168,4 +180,4 @@ class Storage:
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise StorageError(f"cannot delete {self.path(key)}: {exc}") from exc
+            raise storage_error(f"cannot delete {self.path(key)}", exc) from exc

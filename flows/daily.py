@@ -1,0 +1,136 @@
+"""The daily job as Prefect flows: ingest a day (late events included), report on it, alert; and a backfill.
+
+Thin on purpose: each task calls one trailsight library function, where the logic and its tests live.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from trailsight.prefect_env import configure_prefect
+
+configure_prefect()
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+
+from trailsight import alerts, lake, reports  # noqa: E402
+from trailsight.errors import TransientError  # noqa: E402
+
+
+def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry storage hiccups (throttling, timeouts, resets); never bad input, permissions or missing objects."""
+    try:
+        state.result()
+    except TransientError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+RETRY = {"retries": 3, "retry_delay_seconds": [10, 30, 90], "retry_condition_fn": _retry_transient}
+
+
+@task(**RETRY)
+def ingest_days(source: str, lake_url: str, start: date, end: date, late_hours: int) -> dict[str, Any]:
+    summary = lake.ingest(source, lake_url, start, end, late_hours=late_hours)
+    get_run_logger().info(
+        "ingested %s events from %s files: %s new, %s duplicates, %s quarantined",
+        summary.events_read, summary.files_found, summary.events_written, summary.duplicates,
+        summary.events_quarantined)
+    return summary.as_dict()
+
+
+@task(**RETRY)
+def report_day(lake_url: str, day: date, report_dir: str) -> dict[str, Any]:
+    summary = reports.write_daily_report(lake_url, day, report_dir)
+    for warning in summary.warnings:
+        get_run_logger().warning(warning)
+    return summary.as_dict()
+
+
+@task(**RETRY)
+def alert_day(lake_url: str, day: date, report_dir: str, min_severity: str, sns_topic_arn: str | None,
+              webhook_url: str | None) -> dict[str, Any]:
+    found = alerts.alerts_from_findings(day, alerts.findings_of_report(report_dir), min_severity)
+    outcome = alerts.publish_alerts(found, lake_url, sns_topic_arn, webhook_url)
+    get_run_logger().info("%s alert(s) sent, %s already sent before", len(outcome.sent), len(outcome.already_sent))
+    return {"sent": outcome.sent, "already_sent": outcome.already_sent}
+
+
+@task
+def publish_artifacts(day: date, ingest: dict[str, Any] | None, report: dict[str, Any], report_dir: str) -> None:
+    """Headline numbers and findings as keyed artifacts, so the UI keeps a history per key."""
+    findings = alerts.findings_of_report(report_dir)
+    lines = [f"# trailsight daily report, {day}", "",
+             f"- events: {report['events']:,}, failed calls: {report['failed']:,}, spikes: {report['spikes']}",
+             f"- findings by severity: {report['findings']}"]
+    if ingest:
+        lines.append(f"- ingest: {ingest['events_read']:,} read, {ingest['events_written']:,} new, "
+                     f"{ingest['duplicates']:,} duplicates, {ingest['events_quarantined']:,} quarantined")
+    lines += [f"- warning: {w}" for w in report["warnings"]]
+    create_markdown_artifact("\n".join(lines), key="trailsight-daily-summary", description=f"Headline for {day}")
+    create_table_artifact(
+        [{k: str(f.get(k, "")) for k in ("severity", "control", "title", "account", "principal", "count", "why")}
+         for f in findings] or [{"severity": "-", "title": "no findings"}],
+        key="trailsight-daily-findings", description=f"Findings for {day}")
+    html = Path(report_dir).resolve() / "report.html"
+    create_link_artifact(html.as_uri(), link_text=f"HTML report for {day}", key="trailsight-daily-html")
+
+
+def yesterday() -> date:
+    return datetime.now(UTC).date() - timedelta(days=1)
+
+
+@flow(name="trailsight-daily", log_prints=True)
+def daily(
+    day: date | None = None,
+    source: str = "demo/source",
+    lake_url: str = "demo/lake",
+    report_root: str = "demo/reports",
+    late_hours: int = lake.LATE_HOURS,
+    alert_min_severity: str = "high",
+    sns_topic_arn: str | None = None,
+    webhook_url: str | None = None,
+) -> dict[str, Any]:
+    """Ingest `day` (default: yesterday, UTC) with its late events, write its reports, send its alerts."""
+    day = day or yesterday()
+    report_dir = str(Path(report_root) / day.isoformat())
+    ingest = ingest_days(source, lake_url, day, day, late_hours)
+    report = report_day(lake_url, day, report_dir)
+    sent = alert_day(lake_url, day, report_dir, alert_min_severity, sns_topic_arn, webhook_url)
+    publish_artifacts(day, ingest, report, report_dir)
+    summary = {"day": day.isoformat(), "ingest": ingest, "report": report, "alerts": sent}
+    lake.mark_day_complete(lake_url, day, summary)
+    return summary
+
+
+@flow(name="trailsight-backfill", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
+def backfill(
+    start: date,
+    end: date,
+    source: str = "demo/source",
+    lake_url: str = "demo/lake",
+    report_root: str = "demo/reports",
+    late_hours: int = lake.LATE_HOURS,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Ingest a range in one pass, then report each day not done yet; safe to re-run after an interruption."""
+    done = set() if force else lake.completed_days(lake_url)
+    days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
+    pending = [d for d in days if d not in done]
+    if not pending:
+        return {"days": 0, "skipped": len(days)}
+    ingest = ingest_days(source, lake_url, pending[0], pending[-1], late_hours)
+    futures = {d: report_day.submit(lake_url, d, str(Path(report_root) / d.isoformat())) for d in pending}
+    results = {d: f.result() for d, f in futures.items()}
+    for d, report in results.items():
+        lake.mark_day_complete(lake_url, d, {"day": d.isoformat(), "report": report, "backfill": True})
+    rows = [{"day": d.isoformat(), "events": r["events"], "failed": r["failed"], "spikes": r["spikes"],
+             "findings": sum(r["findings"].values())} for d, r in results.items()]
+    create_table_artifact(rows, key="trailsight-backfill", description=f"Backfill {start}..{end}")
+    return {"days": len(pending), "skipped": len(days) - len(pending), "ingest": ingest}
