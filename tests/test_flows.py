@@ -1,0 +1,156 @@
+"""Prefect flows: deployments load and validate, the daily flow runs for real, re-runs change nothing.
+
+Logic is tested on the library functions; here Prefect's own machinery runs the flows (a temporary API).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.flows import load_flow_from_entrypoint
+
+from trailsight.aws import client
+from trailsight.lake import lake_lock
+from trailsight.schema import PROJECT_ROOT
+from trailsight.storage import Storage
+
+sys.path.insert(0, str(PROJECT_ROOT))
+DEPLOYMENTS = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())["deployments"]
+DAY = date(2024, 5, 2)
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=lambda d: d["name"])
+def test_every_entrypoint_loads_and_its_parameters_validate(deployment: dict[str, Any]) -> None:
+    flow = load_flow_from_entrypoint(str(PROJECT_ROOT / deployment["entrypoint"]))
+    parameters = dict(deployment.get("parameters") or {})
+    if deployment["name"] == "backfill":
+        parameters.update(start="2024-05-01", end="2024-05-07")
+    validated = flow.validate_parameters(parameters)
+    assert set(validated) >= set(parameters)
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=lambda d: d["name"])
+def test_every_schedule_parses_with_an_explicit_timezone(deployment: dict[str, Any]) -> None:
+    for schedule in deployment.get("schedules") or []:
+        assert schedule["timezone"] == "UTC"
+        CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+
+
+def test_daily_runs_shortly_after_one_utc() -> None:
+    (daily,) = [d for d in DEPLOYMENTS if d["name"] == "daily"]
+    minute, hour, *_ = daily["schedules"][0]["cron"].split()
+    assert hour == "1" and int(minute) <= 30
+
+
+@pytest.fixture(scope="module")
+def prefect_api() -> Iterator[None]:
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120), temporary_settings(
+        {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    ):
+        yield
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from trailsight.generate import generate_archive
+
+    root = tmp_path_factory.mktemp("archive")
+    generate_archive(root, days=2, seed=5, end=DAY, events_per_day=2500)
+    return root
+
+
+@pytest.fixture
+def sns_inbox(moto_endpoint: str) -> tuple[str, str]:
+    """An SNS topic with an SQS queue subscribed, to read what was published."""
+    sns, sqs = client("sns"), client("sqs")
+    topic = sns.create_topic(Name="trailsight-alerts")["TopicArn"]
+    queue = sqs.create_queue(QueueName="trailsight-inbox")["QueueUrl"]
+    sqs.purge_queue(QueueUrl=queue)
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    return topic, queue
+
+
+def received(queue: str) -> list[dict[str, Any]]:
+    messages = []
+    while True:
+        batch = client("sqs").receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+        if not batch:
+            return messages
+        messages += [json.loads(m["Body"]) for m in batch]
+        for m in batch:
+            client("sqs").delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+
+
+def lake_files(lake: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(lake)): p.read_bytes() for p in sorted(lake.rglob("*.parquet"))}
+
+
+def test_daily_flow_reports_publishes_artifacts_and_alerts_once(
+    prefect_api: None, archive: Path, tmp_path: Path, sns_inbox: tuple[str, str]
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.daily import daily
+
+    topic, queue = sns_inbox
+    arguments = dict(day=DAY, source=str(archive), lake_url=str(tmp_path / "lake"),
+                     report_root=str(tmp_path / "reports"), sns_topic_arn=topic, alert_min_severity="high")
+    first = daily(**arguments)
+    assert first["report"]["events"] > 0 and (tmp_path / "reports" / DAY.isoformat() / "report.html").exists()
+    alerts = received(queue)
+    assert alerts and len(alerts) == len(first["alerts"]["sent"])
+    assert any("Root" in a["Subject"] or "root" in a["Subject"] for a in alerts)
+    assert all(a["MessageAttributes"]["severity"]["Value"] in ("high", "critical") for a in alerts)
+
+    before = lake_files(tmp_path / "lake")
+    second = daily(**arguments)
+    assert lake_files(tmp_path / "lake") == before
+    assert second["alerts"]["sent"] == [] and len(second["alerts"]["already_sent"]) == len(alerts)
+    assert received(queue) == []
+
+    import anyio
+
+    async def artifact_keys() -> set[str]:
+        async with get_client() as prefect_client:
+            found = await prefect_client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+                any_=["trailsight-daily-summary", "trailsight-daily-findings", "trailsight-daily-html"])))
+            return {a.key for a in found}
+
+    assert anyio.run(artifact_keys) == {"trailsight-daily-summary", "trailsight-daily-findings",
+                                        "trailsight-daily-html"}
+
+
+def test_second_daily_run_on_a_locked_lake_fails_and_says_why(prefect_api: None, archive: Path,
+                                                              tmp_path: Path) -> None:
+    from flows.daily import daily
+
+    lake = Storage(tmp_path / "lake")
+    with lake_lock(lake, "the other daily run"):
+        state = daily(day=DAY, source=str(archive), lake_url=str(tmp_path / "lake"),
+                      report_root=str(tmp_path / "reports"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="locked by another run \\(the other daily run"):
+        state.result()
+
+
+def test_backfill_skips_completed_days_unless_forced(prefect_api: None, archive: Path, tmp_path: Path) -> None:
+    from flows.daily import backfill
+
+    arguments = dict(source=str(archive), lake_url=str(tmp_path / "lake"), report_root=str(tmp_path / "reports"))
+    first = backfill(start=date(2024, 5, 1), end=DAY, **arguments)
+    assert (first["days"], first["skipped"]) == (2, 0)
+    assert backfill(start=date(2024, 5, 1), end=DAY, **arguments) == {"days": 0, "skipped": 2}
+    assert backfill(start=date(2024, 5, 1), end=DAY, force=True, **arguments)["days"] == 2
