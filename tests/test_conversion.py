@@ -172,6 +172,7 @@ def test_event_without_user_identity_or_resources_is_accepted() -> None:
         (gz([1, 2]), "JSON list"),
         (gz({"digestStartTime": "x", "logFiles": []}), "digest file"),
     ],
+    ids=lambda value: value if isinstance(value, str) else None,
 )
 def test_bad_files_are_reported_not_raised(data: bytes, reason: str) -> None:
     result = convert_object("AWSLogs/1/CloudTrail/r/2024/01/01/f.json.gz", data, "1", "r")
