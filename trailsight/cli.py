@@ -23,7 +23,7 @@ from trailsight import export as export_module
 from trailsight import lake as lake_module
 from trailsight.errors import TrailsightError, UsageError
 from trailsight.query import QueryResult, run_sql
-from trailsight.schema import load_schema, markdown
+from trailsight.schema import PROJECT_ROOT, load_schema, markdown
 from trailsight.sqlfiles import load_sql
 
 app = typer.Typer(
@@ -248,32 +248,44 @@ def _yesterday() -> date:
 
 @app.command()
 def demo(
-    folder: Annotated[Path, typer.Option("--dir", help="Where the sample archive and the lake go.")] = Path("demo"),
-    days: Annotated[int, typer.Option(min=1, help="Days of sample data.")] = 3,
+    folder: Annotated[Path, typer.Option("--dir", help="Where the sample archive, the lake and the reports go.")] = (
+        Path("demo")),
+    days: Annotated[int, typer.Option(min=1, help="Days of sample data.")] = 8,
     events_per_day: Annotated[int, typer.Option(min=1, help="Events per day.")] = 20_000,
 ) -> None:
-    """Generate sample data and run the daily job on it end to end, on local folders and DuckDB.
+    """Generate sample data and run the daily job on it end to end: local folders, DuckDB, Prefect (ephemeral).
 
     Example: trailsight demo --dir ./demo
     """
     from trailsight.generate import generate_archive
+    from trailsight.prefect_env import configure_prefect
 
-    source, lake = folder / "source", folder / "lake"
+    configure_prefect()
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from flows.daily import backfill, daily
+
+    source, lake, report_root = folder / "source", folder / "lake", folder / "reports"
     last = _yesterday()
+    first = last - timedelta(days=days - 1)
     if not (source / "ground_truth.json").exists():
         with err.status(f"generating {days} days of sample CloudTrail data in {source}"):
             generate_archive(source, days, end=last, events_per_day=events_per_day)
-    first = last - timedelta(days=days - 1)
-    with err.status("ingesting into the lake"):
-        summary = lake_module.ingest(source, lake, first, last)
-    out.print(f"ingested {summary.events_read:,} events from {summary.files_found:,} files: "
-              f"{summary.events_written:,} new, {summary.duplicates:,} duplicates, "
-              f"{summary.events_quarantined:,} quarantined, in {summary.seconds:.1f} s")
+    paths = {"source": str(source), "lake_url": str(lake), "report_root": str(report_root)}
+    if first < last:
+        backfill(start=first, end=last - timedelta(days=1), **paths)
+    result = daily(day=last, **paths)
+    ingest, report = result["ingest"], result["report"]
+    out.print(f"\ningested {ingest['events_read']:,} events from {ingest['files_found']:,} files: "
+              f"{ingest['events_written']:,} new, {ingest['duplicates']:,} duplicates, "
+              f"{ingest['events_quarantined']:,} quarantined")
     for name in ("lake_overview", "top_event_names"):
         query = load_sql(name)
         out.print(f"\n[bold]{query.title}[/bold]: {query.description}")
-        print_result(run_sql(lake, query.sql), "table")
-    out.print(f"\nlake: {lake}  ·  try: trailsight sql --lake {lake} \"SELECT * FROM cloudtrail LIMIT 5\"")
+        print_result(run_sql(lake, query.sql), OutputFormat.table)
+    out.print(f"\n{last}: {report['events']:,} events, {report['failed']:,} failed calls, {report['spikes']} spikes, "
+              f"findings {report['findings']}")
+    out.print(f"report: {(report_root / last.isoformat() / 'report.html').resolve()}")
+    out.print(f"lake:   {lake}  ·  try: trailsight sql --lake {lake} \"SELECT * FROM cloudtrail LIMIT 5\"")
 
 
 def run(argv: list[str] | None = None) -> int:
