@@ -1,0 +1,65 @@
+"""The least-privilege IAM policy shipped for the pipeline: valid, scoped, and covering what the code calls."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from trailsight.schema import PROJECT_ROOT
+
+POLICY = json.loads((PROJECT_ROOT / "policies" / "pipeline-iam-policy.json").read_text())
+STATEMENTS = POLICY["Statement"]
+
+
+def actions() -> set[str]:
+    return {a for s in STATEMENTS for a in s["Action"]}
+
+
+def test_policy_is_valid_iam_json() -> None:
+    assert POLICY["Version"] == "2012-10-17"
+    sids = [s["Sid"] for s in STATEMENTS]
+    assert len(sids) == len(set(sids)) and all(re.fullmatch(r"[A-Za-z0-9]+", sid) for sid in sids)
+    assert all(s["Effect"] == "Allow" and isinstance(s["Action"], list) for s in STATEMENTS)
+
+
+def test_no_wildcard_actions_or_resources() -> None:
+    for statement in STATEMENTS:
+        assert not any(a == "*" or a.endswith(":*") for a in statement["Action"]), statement["Sid"]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert "*" not in resources, statement["Sid"]
+        assert all(r.startswith("arn:aws:") or r == "${AlertTopicArn}" for r in resources), statement["Sid"]
+
+
+def test_bucket_listing_is_limited_to_prefixes() -> None:
+    for statement in STATEMENTS:
+        if "s3:ListBucket" in statement["Action"] and statement["Sid"] != "AthenaResultsLocation":
+            assert "s3:prefix" in statement["Condition"]["StringLike"], statement["Sid"]
+
+
+def test_source_logs_are_read_only_except_for_archiving() -> None:
+    writes = {"s3:PutObject", "s3:DeleteObject"}
+    for statement in STATEMENTS:
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        if any("${SourceBucket}/" in r for r in resources) and writes & set(statement["Action"]):
+            assert statement["Sid"] == "ArchiveSourceLogs"
+
+
+def test_glue_and_athena_are_limited_to_the_own_database_and_workgroup() -> None:
+    for statement in STATEMENTS:
+        glue_or_athena = [a for a in statement["Action"] if a.split(":")[0] in ("glue", "athena")]
+        if glue_or_athena:
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            assert all("${GlueDatabase}" in r or "${AthenaWorkgroup}" in r or r.endswith(":catalog")
+                       for r in resources)
+
+
+@pytest.mark.parametrize("needed", [
+    "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket",  # storage.py
+    "glue:CreateDatabase", "glue:CreateTable", "glue:UpdateTable",  # athena.create_tables
+    "athena:StartQueryExecution", "athena:GetQueryExecution",  # athena.run_query via awswrangler
+    "sns:Publish",  # alerts
+])
+def test_policy_covers_the_calls_the_pipeline_makes(needed: str) -> None:
+    assert needed in actions()
