@@ -11,7 +11,7 @@ from conftest import WriteLog, day_start, log_key, make_event
 
 from trailsight.cli import app, run
 
-COMMANDS = ("ingest", "export", "sql", "generate", "demo", "schema")
+COMMANDS = ("ingest", "export", "sql", "generate", "demo", "schema", "report")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -92,6 +92,17 @@ def test_bad_arguments_give_one_error_line(args: list[str], message: str, capsys
     assert run(args) == 1
     err = capsys.readouterr().err
     assert err.startswith(message) and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_report_writes_the_day_s_files(tmp_path: Path, write_log: WriteLog,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    lake = ingest_sample(tmp_path, write_log)
+    capsys.readouterr()
+    assert run(["report", "--lake", str(lake), "--date", "2024-05-01", "--out", str(tmp_path / "r"),
+                "--reports", "summary,top_callers"]) == 0
+    assert "2024-05-01: 2 events, 1 failed calls" in capsys.readouterr().out
+    assert {"summary.json", "top_callers.json", "report.html", "report.md"} <= {p.name for p in
+                                                                                (tmp_path / "r").iterdir()}
 
 
 def test_failing_query_is_one_error_line(tmp_path: Path, write_log: WriteLog,

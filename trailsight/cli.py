@@ -151,6 +151,30 @@ class OutputFormat(StrEnum):
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
 
 
+@app.command()
+def report(
+    lake: LakeOption,
+    day: Annotated[str, typer.Option("--date", help="The day to report on, YYYY-MM-DD (UTC).")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the reports (default: reports/<date>).")] = (
+        None),
+    names: Annotated[str | None, typer.Option("--reports", help="Comma-separated subset of the reports.")] = None,
+) -> None:
+    """Write the daily reports for one day: JSON and CSV per report, insights.json, Markdown and HTML.
+
+    Example: trailsight report --lake ./lake --date 2024-05-01 --out ./reports/2024-05-01
+    """
+    from trailsight.reports import write_daily_report
+
+    parsed = parse_day(day, "--date")
+    target = out_dir or Path("reports") / parsed.isoformat()
+    summary = write_daily_report(lake, parsed, target, names)
+    for warning in summary.warnings:
+        err.print(f"warning: {warning}")
+    out.print(f"{parsed}: {summary.events:,} events, {summary.failed:,} failed calls, {summary.spikes} spikes, "
+              f"findings {summary.findings}")
+    out.print(f"wrote {len(summary.files)} files to {target} (open {target / 'report.html'})")
+
+
 class Engine(StrEnum):
     duckdb = "duckdb"
     athena = "athena"
