@@ -13,8 +13,8 @@ from trailsight.conversion import BatchConverter, canonical_json, convert_object
 from trailsight.schema import load_schema
 
 FIELD_NAMES = [c.source for c in load_schema().columns] + ["unknownField", "userIdentity", "sessionContext"]
-json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.text(
-    max_size=30)
+json_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30))
 json_values = st.recursive(
     json_scalars,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(
