@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlglot
@@ -225,4 +225,78 @@ def _python_value(value: Any) -> Any:
             return None
     except (TypeError, ValueError):
         pass
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)  # Athena timestamps are the lake's UTC times
     return value.item() if hasattr(value, "item") else value
+
+
+class AthenaConnection:
+    """What the reports use of a DuckDB connection, backed by Athena.
+
+    `execute(sql, parameters)` renders the DuckDB-dialect SQL for Athena and binds the parameters server-side;
+    Arrow tables given to `register` (small lists of candidate series and windows) are inlined as VALUES, since
+    Athena cannot see the caller's memory. Every run is kept, for bytes scanned and cost.
+    """
+
+    def __init__(self, settings: AthenaSettings) -> None:
+        self.settings = settings
+        self.tables: dict[str, Any] = {}
+        self.runs: list[AthenaRun] = []
+        self.description: list[tuple[str]] = []
+        self._rows: list[tuple[Any, ...]] = []
+
+    def register(self, name: str, table: Any) -> None:
+        self.tables[name] = table
+
+    def unregister(self, name: str) -> None:
+        self.tables.pop(name, None)
+
+    def execute(self, sql: str, parameters: dict[str, Any] | None = None) -> AthenaConnection:
+        run = run_query(self._inline_tables(sql), parameters or {}, self.settings)
+        self.runs.append(run)
+        self.description = [(name,) for name in run.columns]
+        self._rows = run.rows
+        return self
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._rows
+
+    def close(self) -> None:
+        self.tables.clear()
+
+    def _inline_tables(self, sql: str) -> str:
+        if not self.tables:
+            return sql
+        tree = sqlglot.parse_one(sql, read="duckdb")
+
+        def inline(node: exp.Expression) -> exp.Expression:
+            if isinstance(node, exp.Table) and not node.db and node.name in self.tables:
+                values = values_subquery(self.tables[node.name], node.name)
+                return values.as_(node.alias_or_name) if node.alias else values
+            return node
+
+        return tree.transform(inline).sql(dialect="duckdb")
+
+    @property
+    def bytes_scanned(self) -> int:
+        return sum(run.bytes_scanned for run in self.runs)
+
+    def stats(self) -> dict[str, Any]:
+        return {"engine": "athena", "queries": len(self.runs), "bytes_scanned": self.bytes_scanned,
+                "cost_usd": round(sum(run.cost_usd for run in self.runs), 6),
+                "usd_per_tb": USD_PER_TB_SCANNED, "query_ids": [run.query_id for run in self.runs]}
+
+
+def values_subquery(table: Any, name: str) -> exp.Expression:
+    """An Arrow table as `(SELECT * FROM (VALUES ...) AS name(columns))`, typed by its first row's literals."""
+    columns = ", ".join(f'"{column}"' for column in table.column_names)
+    rows = table.to_pylist()
+    if rows:
+        tuples = ", ".join("(" + ", ".join(athena_literal(row[c]) for c in table.column_names) + ")" for row in rows)
+        text = f"(SELECT * FROM (VALUES {tuples}) AS {name}({columns}))"
+    else:
+        nulls = ", ".join("NULL" for _ in table.column_names)
+        text = f"(SELECT * FROM (VALUES ({nulls})) AS {name}({columns}) WHERE 1 = 0)"
+    return sqlglot.parse_one(text, read="duckdb")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import orjson
 
+from trailsight.athena import AthenaConnection, AthenaSettings
 from trailsight.errors import QueryError, UsageError
 from trailsight.query import connect
 from trailsight.sqlfiles import load_sql
@@ -311,6 +312,7 @@ class ReportSummary:
     spikes: int = 0
     findings: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    engine: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return jsonable({**self.__dict__, "out_dir": str(self.out_dir)})
@@ -333,15 +335,21 @@ def run_reports(lake: LakeLike, day: date | str, reports: str | list[str] | None
 
 
 def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
-                       reports: str | list[str] | None = None) -> ReportSummary:
-    """Run the reports for one UTC day and write JSON, CSV, insights.json, report.md and report.html."""
+                       reports: str | list[str] | None = None, athena: AthenaSettings | None = None) -> ReportSummary:
+    """Run the reports for one UTC day and write JSON, CSV, insights.json, report.md and report.html.
+
+    With `athena` settings the same SQL files run on Athena instead of DuckDB; the bytes scanned and their cost
+    are recorded in the summary (`engine`).
+    """
     from trailsight.html_report import render_html, render_markdown
 
     day = as_day(day)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results, seconds = run_reports(lake, day, reports)
+    athena_connection = AthenaConnection(athena) if athena else None
+    results, seconds = run_reports(lake, day, reports, con=athena_connection)  # type: ignore[arg-type]
     summary = ReportSummary(day, out, list(results), seconds=seconds)
+    summary.engine = athena_connection.stats() if athena_connection else {"engine": "duckdb"}
     headline = results["summary"]["headline"]
     summary.events, summary.failed = headline["events"], headline["failed"]
     if not headline["events"]:
