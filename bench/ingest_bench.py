@@ -5,7 +5,8 @@ Usage: python bench/ingest_bench.py [--events-per-day 350000] [--days 2] [--data
 
 Generates (once, cached under --data) a sample archive of at least 1 GB of uncompressed JSON, then runs each
 approach in its own process, sampling the whole process tree's resident memory, and prints one table:
-events/s, MB/s of uncompressed JSON, peak RSS, and Parquet size over gzip size. The pandas approach is slow,
+events/s, MB/s of uncompressed JSON, peak memory of the whole process tree (sum of proportional set sizes,
+so shared library pages count once), and Parquet size over gzip size. The pandas approach is slow,
 so by default it converts a fraction of the files and its rates are computed on that fraction.
 """
 
@@ -146,10 +147,11 @@ def measure(approach: str, archive: Path, work: Path, fraction: float) -> Outcom
     while process.poll() is None:
         try:
             tree = [watched, *watched.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            # PSS: shared pages (libraries mapped by every worker) are split between processes, not counted N times.
+            peak = max(peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
         except psutil.Error:
             pass
-        time.sleep(0.05)
+        time.sleep(0.1)
     stdout = process.stdout.read() if process.stdout else b""
     if process.returncode != 0:
         raise SystemExit(f"{approach} failed with exit code {process.returncode}")
@@ -174,7 +176,7 @@ def main() -> None:
         return
     archive = ensure_archive(args.data, args.days, args.events_per_day)
     outcomes = [measure(a, archive, args.data / "out", args.pandas_fraction) for a in args.approaches.split(",")]
-    header = ["approach", "events", "seconds", "events/s", "MB/s (raw JSON)", "peak RSS MiB", "parquet/gzip"]
+    header = ["approach", "events", "seconds", "events/s", "MB/s (raw JSON)", "peak PSS MiB (tree)", "parquet/gzip"]
     widths = [max(len(h), *(len(o.row()[i]) for o in outcomes)) for i, h in enumerate(header)]
     print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("-|-".join("-" * w for w in widths))

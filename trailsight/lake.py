@@ -16,8 +16,9 @@ import multiprocessing
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -46,11 +47,19 @@ LOCK_KEY = "_trailsight/lock"
 RUNS_PREFIX = "_trailsight/runs"
 QUARANTINE_PREFIX = "_quarantine"
 LATE_HOURS = 3
-MAX_BUFFERED_ROWS = 200_000
-BATCH_BYTES = 4 * 1024 * 1024
+MAX_BUFFERED_ROWS = 64_000
+BATCH_BYTES = 1024 * 1024
 BATCH_FILES = 256
-PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 6, "use_dictionary": True,
-                   "row_group_size": 128 * 1024, "write_statistics": True}
+# Dictionary encoding only where values repeat; free-form and unique columns gain nothing from it.
+_UNIQUE_COLUMNS = {"eventid", "requestid", "requestparameters", "responseelements", "additionaleventdata",
+                   "extrafields", "eventhash", "eventtime", "sharedeventid"}
+PARQUET_OPTIONS = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "use_dictionary": [f.name for f in arrow_schema(load_schema()) if f.name not in _UNIQUE_COLUMNS],
+    "row_group_size": 32 * 1024,
+    "write_statistics": True,
+}
 
 def partition_key(partition: Partition) -> str:
     table, day, account, region = partition
@@ -131,8 +140,10 @@ class PartitionWriter:
     def add(self, partition: Partition, rows: pa.Table) -> None:
         self.buffers.setdefault(partition, []).append(rows)
         self.buffered[partition] = self.buffered.get(partition, 0) + rows.num_rows
-        while sum(self.buffered.values()) > self.max_rows:
-            self.flush(max(self.buffered, key=self.buffered.__getitem__))
+        if sum(self.buffered.values()) > self.max_rows:
+            # Flush the largest partitions down to half the budget: fewer, larger files than flushing one at a time.
+            while sum(self.buffered.values()) > self.max_rows // 2:
+                self.flush(max(self.buffered, key=self.buffered.__getitem__))
 
     def _existing_hashes(self, partition: Partition) -> np.ndarray:
         if partition not in self.known:
@@ -149,6 +160,7 @@ class PartitionWriter:
         if not tables:
             return
         rows = pa.concat_tables(tables).combine_chunks()
+        del tables  # the buffered pieces are copied into `rows`; free them before the next copy
         hashes = rows.column("eventhash").to_numpy()
         _, first = np.unique(hashes, return_index=True)
         existing = self._existing_hashes(partition)
@@ -163,9 +175,12 @@ class PartitionWriter:
         sink = pa.BufferOutputStream()
         pq.write_table(rows.cast(_file_schema()), sink, **PARQUET_OPTIONS)
         key = f"{partition_key(partition)}/part-{_hash_of_hashes(new_hashes)}.parquet"
-        self.lake.write_bytes(key, sink.getvalue().to_pybytes())
+        del rows
+        self.lake.write_bytes(key, sink.getvalue())
+        del sink
+        pa.default_memory_pool().release_unused()  # hand freed buffers back, so the peak stays one partition's worth
         self.known[partition] = np.sort(np.concatenate([existing, new_hashes]))
-        self.written += len(rows)
+        self.written += len(ordered)
         self.files_written.append(key)
 
     def close(self) -> None:
@@ -358,8 +373,15 @@ def _run_tasks(tasks: list[tuple[str, list[LogObject], int]], workers: int | Non
         yield from map(_convert_batch, tasks)
         return
     # forkserver: safe when the caller has threads (a Prefect task, a progress bar), unlike a plain fork.
+    # At most two batches per worker are in flight, so results never pile up in memory.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
-        yield from pool.map(_convert_batch, tasks)
+        pending: deque[Future[ConvertedBatch]] = deque()
+        for task in tasks:
+            pending.append(pool.submit(_convert_batch, task))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _record_run(lake: Storage, summary: IngestSummary) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 from botocore.exceptions import ClientError
 
@@ -127,7 +128,7 @@ class Storage:
         except OSError as exc:
             raise storage_error(f"cannot read {self.path(key)}", exc) from exc
 
-    def write_bytes(self, key: str, data: bytes) -> None:
+    def write_bytes(self, key: str, data: bytes | memoryview | pa.Buffer) -> None:
         """Write an object so that readers see either the previous object or the whole new one."""
         target = self.path(key)
         try:
