@@ -6,23 +6,7 @@ WITH flagged AS (
         eventid, eventtime, account, region, eventsource, eventname, eventtype,
         nullif(errorcode, '') AS errorcode,
         errormessage, sourceipaddress, useragent,
-        CASE
-            WHEN useridentity.type = 'AssumedRole'
-                THEN coalesce(useridentity.sessioncontext.sessionissuer.arn, useridentity.arn, 'unknown')
-            WHEN useridentity.type = 'AWSService' THEN coalesce(useridentity.invokedby, 'AWS service')
-            WHEN useridentity.type = 'Root'
-                THEN coalesce(useridentity.arn, 'arn:aws:iam::' || useridentity.accountid || ':root', 'root')
-            WHEN useridentity.type = 'IdentityCenterUser'
-                THEN 'identitycenter:' || coalesce(useridentity.onbehalfof.userid, useridentity.username,
-                                                   useridentity.principalid, 'unknown')
-            WHEN useridentity.type IN ('SAMLUser', 'WebIdentityUser')
-                THEN lower(useridentity.type) || ':' || coalesce(useridentity.username, useridentity.principalid,
-                                                                 'unknown')
-            WHEN useridentity.type = 'AWSAccount'
-                THEN 'account:' || coalesce(useridentity.accountid, useridentity.principalid, 'unknown')
-            ELSE coalesce(useridentity.arn, useridentity.invokedby, useridentity.principalid, useridentity.username,
-                          'unknown')
-        END AS principal,
+        principal,
         coalesce(useridentity.type, 'Unknown') AS principal_type,
         useridentity.username AS user_name,
         CASE WHEN eventname = 'ConsoleLogin' THEN json_extract_scalar(additionaleventdata, '$.MFAUsed') END AS mfa_used,
@@ -101,7 +85,7 @@ WITH flagged AS (
             AND (coalesce(useridentity.type, '') <> 'IAMUser'
                  OR json_extract_scalar(requestparameters, '$.userName') <> coalesce(useridentity.username, ''))
             AS credentials_for_another_user
-    FROM cloudtrail
+    FROM cloudtrail_calls
     WHERE event_date = $day
 )
 SELECT *

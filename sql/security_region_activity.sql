@@ -3,25 +3,9 @@
 -- parameters: day
 WITH events AS (
     SELECT
-        CASE
-            WHEN useridentity.type = 'AssumedRole'
-                THEN coalesce(useridentity.sessioncontext.sessionissuer.arn, useridentity.arn, 'unknown')
-            WHEN useridentity.type = 'AWSService' THEN coalesce(useridentity.invokedby, 'AWS service')
-            WHEN useridentity.type = 'Root'
-                THEN coalesce(useridentity.arn, 'arn:aws:iam::' || useridentity.accountid || ':root', 'root')
-            WHEN useridentity.type = 'IdentityCenterUser'
-                THEN 'identitycenter:' || coalesce(useridentity.onbehalfof.userid, useridentity.username,
-                                                   useridentity.principalid, 'unknown')
-            WHEN useridentity.type IN ('SAMLUser', 'WebIdentityUser')
-                THEN lower(useridentity.type) || ':' || coalesce(useridentity.username, useridentity.principalid,
-                                                                 'unknown')
-            WHEN useridentity.type = 'AWSAccount'
-                THEN 'account:' || coalesce(useridentity.accountid, useridentity.principalid, 'unknown')
-            ELSE coalesce(useridentity.arn, useridentity.invokedby, useridentity.principalid, useridentity.username,
-                          'unknown')
-        END AS principal,
+        principal,
         account, region, eventsource, eventname, eventtime, eventid, sourceipaddress
-    FROM cloudtrail
+    FROM cloudtrail_calls
     WHERE event_date = $day
         AND coalesce(eventtype, '') <> 'AwsServiceEvent'
         -- not `useridentity.type <> ...`: DuckDB 2.0 reads ~10x more Parquet when a comparison on a lone struct

@@ -3,28 +3,12 @@
 -- parameters: day
 WITH events AS (
     SELECT
-        CASE
-            WHEN useridentity.type = 'AssumedRole'
-                THEN coalesce(useridentity.sessioncontext.sessionissuer.arn, useridentity.arn, 'unknown')
-            WHEN useridentity.type = 'AWSService' THEN coalesce(useridentity.invokedby, 'AWS service')
-            WHEN useridentity.type = 'Root'
-                THEN coalesce(useridentity.arn, 'arn:aws:iam::' || useridentity.accountid || ':root', 'root')
-            WHEN useridentity.type = 'IdentityCenterUser'
-                THEN 'identitycenter:' || coalesce(useridentity.onbehalfof.userid, useridentity.username,
-                                                   useridentity.principalid, 'unknown')
-            WHEN useridentity.type IN ('SAMLUser', 'WebIdentityUser')
-                THEN lower(useridentity.type) || ':' || coalesce(useridentity.username, useridentity.principalid,
-                                                                 'unknown')
-            WHEN useridentity.type = 'AWSAccount'
-                THEN 'account:' || coalesce(useridentity.accountid, useridentity.principalid, 'unknown')
-            ELSE coalesce(useridentity.arn, useridentity.invokedby, useridentity.principalid, useridentity.username,
-                          'unknown')
-        END AS principal,
+        principal,
         account, region, sourceipaddress, eventsource, eventname, eventtime, readonly,
         CAST(extract(HOUR FROM eventtime) AS INTEGER) AS hour,
         useridentity.type = 'Root' AS is_root,
-        coalesce(errorcode, '') <> '' OR coalesce(errormessage, '') <> '' AS failed
-    FROM cloudtrail
+        failed
+    FROM cloudtrail_calls
     WHERE event_date = $day
 )
 SELECT

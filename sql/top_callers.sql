@@ -3,30 +3,14 @@
 -- parameters: day, limit
 WITH events AS (
     SELECT
-        CASE
-            WHEN useridentity.type = 'AssumedRole'
-                THEN coalesce(useridentity.sessioncontext.sessionissuer.arn, useridentity.arn, 'unknown')
-            WHEN useridentity.type = 'AWSService' THEN coalesce(useridentity.invokedby, 'AWS service')
-            WHEN useridentity.type = 'Root'
-                THEN coalesce(useridentity.arn, 'arn:aws:iam::' || useridentity.accountid || ':root', 'root')
-            WHEN useridentity.type = 'IdentityCenterUser'
-                THEN 'identitycenter:' || coalesce(useridentity.onbehalfof.userid, useridentity.username,
-                                                   useridentity.principalid, 'unknown')
-            WHEN useridentity.type IN ('SAMLUser', 'WebIdentityUser')
-                THEN lower(useridentity.type) || ':' || coalesce(useridentity.username, useridentity.principalid,
-                                                                 'unknown')
-            WHEN useridentity.type = 'AWSAccount'
-                THEN 'account:' || coalesce(useridentity.accountid, useridentity.principalid, 'unknown')
-            ELSE coalesce(useridentity.arn, useridentity.invokedby, useridentity.principalid, useridentity.username,
-                          'unknown')
-        END AS principal,
+        principal,
         coalesce(useridentity.type, 'Unknown') AS identity_type,
         CASE WHEN useridentity.type = 'AssumedRole' THEN split_part(useridentity.arn, '/', 3) END AS session_name,
         eventsource || ':' || eventname AS api,
         coalesce(sourceipaddress, 'unknown') AS source_ip,
         account, region, eventtime, readonly,
-        coalesce(errorcode, '') <> '' OR coalesce(errormessage, '') <> '' AS failed
-    FROM cloudtrail
+        failed
+    FROM cloudtrail_calls
     WHERE event_date = $day
 ),
 grouped AS (

@@ -26,6 +26,19 @@ def test_render_turns_named_parameters_into_ordered_placeholders() -> None:
     sqlglot.parse_one(rendered.sql, read="trino")
 
 
+def test_parameters_follow_the_text_order_even_across_with_clauses() -> None:
+    rendered = render("WITH d AS (SELECT * FROM cloudtrail WHERE event_date = $day) SELECT * FROM d LIMIT $limit")
+    assert rendered.parameter_names == ("day", "limit")
+
+
+def test_shared_views_are_added_as_with_clauses() -> None:
+    rendered = render("WITH x AS (SELECT principal FROM cloudtrail_calls WHERE event_date = $day) SELECT * FROM x")
+    assert rendered.sql.startswith("WITH cloudtrail_calls AS (")
+    assert rendered.sql.index("cloudtrail_calls AS") < rendered.sql.index("x AS")
+    assert rendered.parameter_names == ("day",)
+    sqlglot.parse_one(rendered.sql, read="trino")
+
+
 def test_render_translates_duckdb_functions() -> None:
     rendered = render("SELECT count(*) FILTER (WHERE readonly) AS reads, list_distinct(list(eventname)) "
                       "FROM cloudtrail")

@@ -9,6 +9,7 @@ Queries are written once, in the DuckDB dialect, and transpiled; parameters are 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -20,6 +21,7 @@ from trailsight.aws import client
 from trailsight.conversion import CLOUDTRAIL_TABLE, INSIGHTS_TABLE
 from trailsight.errors import QueryError, UsageError
 from trailsight.schema import TableSchema, hive_type, load_schema
+from trailsight.sqlfiles import load_views
 from trailsight.storage import Storage
 
 # Athena's list price per TB scanned; one place to change it (or TRAILSIGHT_ATHENA_USD_PER_TB).
@@ -152,18 +154,42 @@ class RenderedQuery:
 def render(sql: str) -> RenderedQuery:
     """DuckDB-dialect SQL with `$name` parameters to Athena SQL with positional `?` parameters."""
     try:
-        tree = sqlglot.parse_one(sql, read="duckdb")
+        tree = _with_views(sqlglot.parse_one(sql, read="duckdb"))
     except sqlglot.errors.ParseError as exc:
         raise QueryError(f"cannot parse query: {str(exc).splitlines()[0]}") from exc
     names: list[str] = []
 
-    def to_qmark(node: exp.Expression) -> exp.Expression:
+    def to_marker(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Placeholder) and node.name:
             names.append(node.name)
-            return exp.Placeholder()
+            return exp.Placeholder(this=f"trailsight_p{len(names) - 1}")
         return node
 
-    return RenderedQuery(tree.transform(to_qmark).sql(dialect="athena"), tuple(names))
+    # Markers first, then `?` in the order the markers appear in the text: the tree's walk order is not the
+    # text's order (a WITH clause is visited after the WHERE that follows it).
+    text = tree.transform(to_marker).sql(dialect="athena")
+    ordered = [names[int(n)] for n in _MARKER.findall(text)]
+    return RenderedQuery(_MARKER.sub("?", text), tuple(ordered))
+
+
+_MARKER = re.compile(r":trailsight_p(\d+)\b")
+
+
+def _with_views(tree: exp.Expression) -> exp.Expression:
+    """Add the shared views a query reads (sql/views) as WITH clauses: Athena has no DuckDB views."""
+    referenced = {table.name for table in tree.find_all(exp.Table) if not table.db}
+    defined = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    for view in load_views():
+        if view.name not in referenced or view.name in defined or not isinstance(tree, exp.Query):
+            continue
+        cte = exp.CTE(this=sqlglot.parse_one(view.sql, read="duckdb"), alias=exp.TableAlias(
+            this=exp.to_identifier(view.name)))
+        existing = tree.args.get("with_")
+        if existing is None:
+            tree.set("with_", exp.With(expressions=[cte]))
+        else:
+            existing.set("expressions", [cte, *existing.expressions])  # first: later CTEs read it
+    return tree
 
 
 def athena_literal(value: Any) -> str:

@@ -18,6 +18,7 @@ from trailsight.conversion import CLOUDTRAIL_TABLE, INSIGHTS_TABLE
 from trailsight.errors import QueryError
 from trailsight.lake import lake_files
 from trailsight.schema import TableSchema, duckdb_type, load_schema, partition_schema
+from trailsight.sqlfiles import load_views
 from trailsight.storage import Storage
 
 # Athena's JSON function, so analysts' existing CloudTrail queries run unchanged on DuckDB.
@@ -64,6 +65,8 @@ def connect(lake: str | Storage) -> duckdb.DuckDBPyConnection:
             con.execute(f"CREATE VIEW {table} AS {_view_sql(lake, table, schema)}")
         else:
             _register_s3_table(con, lake, table, schema)
+    for view in load_views():
+        con.execute(f"CREATE VIEW {view.name} AS {view.sql}")
     return con
 
 

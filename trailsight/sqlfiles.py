@@ -14,6 +14,7 @@ from trailsight.errors import UsageError
 from trailsight.schema import PROJECT_ROOT
 
 SQL_DIR = PROJECT_ROOT / "sql"
+VIEWS_DIR = SQL_DIR / "views"
 HEADER = re.compile(r"^--\s*(\w+):\s*(.*)$")
 
 
@@ -48,3 +49,10 @@ def load_sql(name: str) -> SqlFile:
         known = ", ".join(sorted(p.stem for p in SQL_DIR.glob("*.sql")))
         raise UsageError(f"no SQL file named {name!r}; known: {known}")
     return parse_sql_file(name, path.read_text())
+
+
+@cache
+def load_views() -> tuple[SqlFile, ...]:
+    """Views over the lake tables (`sql/views/*.sql`), shared by the reports: created in DuckDB, inlined as
+    WITH clauses for Athena."""
+    return tuple(parse_sql_file(path.stem, path.read_text()) for path in sorted(VIEWS_DIR.glob("*.sql")))
