@@ -28,6 +28,7 @@ INSIGHT_EVENT_TYPE = "AwsCloudTrailInsight"
 SAFE_PARTITION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 UNKNOWN = "unknown"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROS_PER_DAY = 86_400_000_000
 CLOUDTRAIL_TABLE = "cloudtrail"
 INSIGHTS_TABLE = "cloudtrail_insights"
 
@@ -368,6 +369,9 @@ class RowBuilder:
         self.width = len(self.arrow)
         self.lineage_at = self.width - 3
         self.groups: dict[Partition, list[list[Any]]] = {}
+        # (day number, recipientAccountId, awsRegion, key's account, key's region) -> its partition's rows; saves
+        # working out the same partition for every event.
+        self.by_place: dict[tuple[Any, ...], list[list[Any]]] = {}
 
     def add(self, event: dict, micros: int, time_canonical: bool, source_key: str, account: str,
             region: str) -> None:
@@ -399,17 +403,19 @@ class RowBuilder:
         row[at] = None if patch is None else dump_json(patch)
         row[at + 1] = source_key
         row[at + 2] = event_hash(event)
-        partition = (
-            self.table_name,
-            (_EPOCH + timedelta(microseconds=micros)).date(),
-            _partition_value(event.get("recipientAccountId"), account),
-            _partition_value(event.get("awsRegion"), region),
-        )
-        group = self.groups.get(partition)
+        recipient, aws_region = event.get("recipientAccountId"), event.get("awsRegion")
+        place = (micros // _MICROS_PER_DAY, recipient if type(recipient) is str else None,
+                 aws_region if type(aws_region) is str else None, account, region)
+        group = self.by_place.get(place)
         if group is None:
-            self.groups[partition] = [row]
-        else:
-            group.append(row)
+            partition = (
+                self.table_name,
+                (_EPOCH + timedelta(microseconds=micros)).date(),
+                _partition_value(place[1], account),
+                _partition_value(place[2], region),
+            )
+            group = self.by_place[place] = self.groups.setdefault(partition, [])
+        group.append(row)
 
     def tables(self) -> dict[Partition, pa.Table]:
         """Rows so far as one Arrow table per partition (partition values live in the path, not the file)."""
