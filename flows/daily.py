@@ -1,4 +1,5 @@
-"""The daily job as Prefect flows: ingest a day (late events included), report on it, alert; and a backfill.
+"""The daily job as Prefect flows: ingest a day (late events included), report on it, alert, archive the raw
+files that are due per the retention policy; and a backfill.
 
 Thin on purpose: each task calls one trailsight library function, where the logic and its tests live.
 """
@@ -17,8 +18,8 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from trailsight import alerts, lake, reports  # noqa: E402
-from trailsight.errors import TransientError  # noqa: E402
+from trailsight import alerts, archive, lake, reports, retention  # noqa: E402
+from trailsight.errors import ArchiveError, TransientError  # noqa: E402
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -62,6 +63,30 @@ def alert_day(lake_url: str, day: date, report_dir: str, min_severity: str, sns_
     return {"sent": outcome.sent, "already_sent": outcome.already_sent}
 
 
+@task(**RETRY)
+def archive_raw_day(source: str, lake_url: str, day: date, policy_path: str) -> dict[str, Any]:
+    """Verify, bundle, then delete one delivery day's raw files. A day failing verification fails the task and
+    is not retried (nothing was changed; it needs an ingest first); an interrupted run resumes on retry."""
+    result = archive.archive_day(source, lake_url, day, retention.load_policy(policy_path))
+    if not result.ok:
+        more = len(result.problems) - 5
+        raise ArchiveError(f"{day} failed verification, nothing was written or deleted: "
+                           + "; ".join(result.problems[:5]) + (f"; and {more} more" if more > 0 else ""))
+    get_run_logger().info("archive %s: %s, %s bundles written, %s originals deleted", day, result.status,
+                          result.bundles_written, result.files_deleted)
+    create_table_artifact(
+        [{"group": g.group, "status": g.status, "files": g.files, "bundle_bytes": g.bundle_bytes,
+          "storage_class": g.storage_class or "-", "in_lake": g.in_lake, "quarantined": g.quarantined}
+         for g in result.groups] or [{"group": "-", "status": result.status}],
+        key="trailsight-archive", description=f"Raw files of {day} archived")
+    return result.as_dict()
+
+
+def archive_due(day: date, policy_path: str) -> date:
+    """The delivery day whose as-delivered period ends on `day` (the policy's earliest_archive_date inverted)."""
+    return day - timedelta(days=retention.load_policy(policy_path).keep_as_delivered_days)
+
+
 @task
 def publish_artifacts(day: date, ingest: dict[str, Any] | None, report: dict[str, Any], report_dir: str) -> None:
     """Headline numbers and findings as keyed artifacts, so the UI keeps a history per key."""
@@ -96,8 +121,10 @@ def daily(
     alert_min_severity: str = "high",
     sns_topic_arn: str | None = None,
     webhook_url: str | None = None,
+    retention_policy: str | None = None,
 ) -> dict[str, Any]:
-    """Ingest `day` (default: yesterday, UTC) with its late events, write its reports, send its alerts."""
+    """Ingest `day` (default: yesterday, UTC) with its late events, write its reports, send its alerts; with a
+    retention policy, then archive the raw files delivered `keep_as_delivered_days` before `day`."""
     day = day or yesterday()
     report_dir = str(Path(report_root) / day.isoformat())
     ingest = ingest_days(source, lake_url, day, day, late_hours)
@@ -106,6 +133,8 @@ def daily(
     publish_artifacts(day, ingest, report, report_dir)
     summary = {"day": day.isoformat(), "ingest": ingest, "report": report, "alerts": sent}
     lake.mark_day_complete(lake_url, day, summary)
+    if retention_policy:
+        summary["archive"] = archive_raw_day(source, lake_url, archive_due(day, retention_policy), retention_policy)
     return summary
 
 
@@ -118,19 +147,25 @@ def backfill(
     report_root: str = "demo/reports",
     late_hours: int = lake.LATE_HOURS,
     force: bool = False,
+    retention_policy: str | None = None,
 ) -> dict[str, Any]:
-    """Ingest a range in one pass, then report each day not done yet; safe to re-run after an interruption."""
+    """Ingest a range in one pass, then report each day not done yet; safe to re-run after an interruption.
+    With a retention policy, then archive the raw files of each day in the range that is due (one at a time:
+    archiving holds the lake's lock)."""
     done = set() if force else lake.completed_days(lake_url)
     days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
     pending = [d for d in days if d not in done]
-    if not pending:
-        return {"days": 0, "skipped": len(days)}
-    ingest = ingest_days(source, lake_url, pending[0], pending[-1], late_hours)
-    futures = {d: report_day.submit(lake_url, d, str(Path(report_root) / d.isoformat())) for d in pending}
-    results = {d: f.result() for d, f in futures.items()}
-    for d, report in results.items():
-        lake.mark_day_complete(lake_url, d, {"day": d.isoformat(), "report": report, "backfill": True})
-    rows = [{"day": d.isoformat(), "events": r["events"], "failed": r["failed"], "spikes": r["spikes"],
-             "findings": sum(r["findings"].values())} for d, r in results.items()]
-    create_table_artifact(rows, key="trailsight-backfill", description=f"Backfill {start}..{end}")
-    return {"days": len(pending), "skipped": len(days) - len(pending), "ingest": ingest}
+    summary: dict[str, Any] = {"days": len(pending), "skipped": len(days) - len(pending)}
+    if pending:
+        summary["ingest"] = ingest_days(source, lake_url, pending[0], pending[-1], late_hours)
+        futures = {d: report_day.submit(lake_url, d, str(Path(report_root) / d.isoformat())) for d in pending}
+        results = {d: f.result() for d, f in futures.items()}
+        for d, report in results.items():
+            lake.mark_day_complete(lake_url, d, {"day": d.isoformat(), "report": report, "backfill": True})
+        rows = [{"day": d.isoformat(), "events": r["events"], "failed": r["failed"], "spikes": r["spikes"],
+                 "findings": sum(r["findings"].values())} for d, r in results.items()]
+        create_table_artifact(rows, key="trailsight-backfill", description=f"Backfill {start}..{end}")
+    if retention_policy:
+        last_due = archive_due(datetime.now(UTC).date(), retention_policy)
+        summary["archive"] = [archive_raw_day(source, lake_url, d, retention_policy) for d in days if d <= last_due]
+    return summary

@@ -11,7 +11,8 @@ from conftest import WriteLog, day_start, log_key, make_event
 
 from trailsight.cli import app, run
 
-COMMANDS = ("ingest", "export", "sql", "generate", "demo", "schema", "report")
+COMMANDS = ("ingest", "export", "sql", "generate", "demo", "schema", "report", "archive", "restore", "lifecycle",
+            "retention")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

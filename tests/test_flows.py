@@ -5,20 +5,24 @@ Logic is tested on the library functions; here Prefect's own machinery runs the 
 
 from __future__ import annotations
 
+import gzip
 import json
+import shutil
 import sys
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import make_event
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.flows import load_flow_from_entrypoint
 
 from trailsight.aws import client
-from trailsight.lake import lake_lock
+from trailsight.errors import ArchiveError
+from trailsight.lake import ingest, lake_lock
 from trailsight.schema import PROJECT_ROOT
 from trailsight.storage import Storage
 
@@ -154,3 +158,52 @@ def test_backfill_skips_completed_days_unless_forced(prefect_api: None, archive:
     assert (first["days"], first["skipped"]) == (2, 0)
     assert backfill(start=date(2024, 5, 1), end=DAY, **arguments) == {"days": 0, "skipped": 2}
     assert backfill(start=date(2024, 5, 1), end=DAY, force=True, **arguments)["days"] == 2
+
+
+def retention_policy(folder: Path, keep_as_delivered_days: int = 1) -> Path:
+    path = folder / "retention.toml"
+    path.write_text(f"[raw]\nkeep_as_delivered_days = {keep_as_delivered_days}\nretain_days = 400\n\n"
+                    "[bundles]\nstorage_class = \"GLACIER_IR\"\n")
+    return path
+
+
+def delivered_on(source: Path, day: date) -> list[Path]:
+    return sorted(source.glob(f"AWSLogs/**/CloudTrail/*/{day:%Y/%m/%d}/*.json.gz"))
+
+
+def test_daily_flow_with_a_policy_archives_the_day_that_is_due(prefect_api: None, archive: Path,
+                                                               tmp_path: Path) -> None:
+    from flows.daily import daily
+
+    source, lake = tmp_path / "source", tmp_path / "lake"
+    shutil.copytree(archive, source)  # archiving deletes originals; the module's archive stays as it is
+    due = DAY - timedelta(days=1)  # keep_as_delivered_days = 1
+    ingest(str(source), str(lake), due, due, workers=1)  # what the previous daily run did
+    originals = len(delivered_on(source, due))
+    result = daily(day=DAY, source=str(source), lake_url=str(lake), report_root=str(tmp_path / "reports"),
+                   retention_policy=str(retention_policy(tmp_path)))
+    archived = result["archive"]
+    assert (archived["day"], archived["status"], archived["ok"]) == (due.isoformat(), "archived", True)
+    assert originals and archived["files_deleted"] == originals and delivered_on(source, due) == []
+    assert archived["bundles_written"] == len(list(source.glob(f"trailsight-archive/bundles/{due:%Y/%m/%d}/**/*.tar")))
+    assert delivered_on(source, DAY), "the run's own day stays as delivered"
+
+
+def test_archive_task_fails_on_an_unverified_day_and_is_never_retried(tmp_path: Path) -> None:
+    from flows.daily import archive_raw_day
+
+    day = DAY - timedelta(days=1)
+    key = f"AWSLogs/111122223333/CloudTrail/us-east-1/{day:%Y/%m/%d}/111122223333_CloudTrail_us-east-1_x.json.gz"
+    raw = tmp_path / "source" / key
+    raw.parent.mkdir(parents=True)
+    raw.write_bytes(gzip.compress(json.dumps({"Records": [make_event(f"{day}T10:00:00Z")]}).encode()))
+    with pytest.raises(ArchiveError, match=f"^{day} failed verification, nothing was written or deleted: {key}: "
+                                           "1 of 1 events are neither in the lake"):
+        archive_raw_day.fn(str(tmp_path / "source"), str(tmp_path / "lake"), day, str(retention_policy(tmp_path)))
+    assert raw.exists()
+
+    class Failed:
+        def result(self) -> None:
+            raise ArchiveError("failed verification")
+
+    assert archive_raw_day.retry_condition_fn(archive_raw_day, None, Failed()) is False

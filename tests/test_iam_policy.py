@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from trailsight.retention import load_policy
 from trailsight.schema import PROJECT_ROOT
 
 POLICY = json.loads((PROJECT_ROOT / "policies" / "pipeline-iam-policy.json").read_text())
@@ -43,7 +44,35 @@ def test_source_logs_are_read_only_except_for_archiving() -> None:
     for statement in STATEMENTS:
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         if any("${SourceBucket}/" in r for r in resources) and writes & set(statement["Action"]):
-            assert statement["Sid"] == "ArchiveSourceLogs"
+            assert statement["Sid"] in ("ArchiveSourceLogs", "ArchiveBundlesAndManifests")
+
+
+ARCHIVE_OBJECTS = "arn:aws:s3:::${SourceBucket}/${SourcePrefix}" + load_policy().archive_prefix + "*"
+
+
+def allowed_on(resource: str) -> set[str]:
+    return {a for s in STATEMENTS if resource in (s["Resource"] if isinstance(s["Resource"], list)
+                                                   else [s["Resource"]]) for a in s["Action"]}
+
+
+def test_archive_prefix_allows_what_archive_and_restore_call() -> None:
+    # put_object, head/get_object, copy_object into the storage class, restore_object, and the removal of the
+    # STANDARD staging version in a versioned bucket (archive._S3Bundles); manifests through storage.py.
+    assert {"s3:GetObject", "s3:PutObject", "s3:RestoreObject", "s3:DeleteObjectVersion"} <= allowed_on(
+        ARCHIVE_OBJECTS)
+
+
+def test_archive_prefix_can_be_listed() -> None:
+    (listing,) = [s for s in STATEMENTS if s["Sid"] == "ListSourceLogPrefixes"]
+    prefixes = listing["Condition"]["StringLike"]["s3:prefix"]
+    assert "${SourcePrefix}" + load_policy().archive_prefix + "*" in prefixes
+
+
+def test_versions_are_deleted_only_under_the_archive_prefix() -> None:
+    for statement in STATEMENTS:
+        if "s3:DeleteObjectVersion" in statement["Action"]:
+            assert statement["Resource"] == ARCHIVE_OBJECTS, statement["Sid"]
+    assert "s3:DeleteObjectVersion" not in allowed_on("arn:aws:s3:::${SourceBucket}/${SourcePrefix}AWSLogs/*")
 
 
 def test_glue_and_athena_are_limited_to_the_own_database_and_workgroup() -> None:
@@ -60,6 +89,8 @@ def test_glue_and_athena_are_limited_to_the_own_database_and_workgroup() -> None
     "glue:CreateDatabase", "glue:CreateTable", "glue:UpdateTable",  # athena.create_tables
     "athena:StartQueryExecution", "athena:GetQueryExecution",  # athena.run_query via awswrangler
     "sns:Publish",  # alerts
+    "s3:RestoreObject", "s3:DeleteObjectVersion",  # archive.restore_day, archive.archive_day
+    "s3:GetLifecycleConfiguration", "s3:PutLifecycleConfiguration",  # lifecycle plan/apply/check
 ])
 def test_policy_covers_the_calls_the_pipeline_makes(needed: str) -> None:
     assert needed in actions()
