@@ -19,7 +19,8 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from trailsight import alerts, archive, lake, reports, retention  # noqa: E402
-from trailsight.errors import ArchiveError, TransientError  # noqa: E402
+from trailsight.athena import AthenaSettings  # noqa: E402
+from trailsight.errors import ArchiveError, TransientError, UsageError  # noqa: E402
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -47,8 +48,9 @@ def ingest_days(source: str, lake_url: str, start: date, end: date, late_hours: 
 
 
 @task(**RETRY)
-def report_day(lake_url: str, day: date, report_dir: str) -> dict[str, Any]:
-    summary = reports.write_daily_report(lake_url, day, report_dir)
+def report_day(lake_url: str, day: date, report_dir: str, athena_settings: AthenaSettings | None = None
+               ) -> dict[str, Any]:
+    summary = reports.write_daily_report(lake_url, day, report_dir, athena=athena_settings)
     for warning in summary.warnings:
         get_run_logger().warning(warning)
     return summary.as_dict()
@@ -107,6 +109,12 @@ def publish_artifacts(day: date, ingest: dict[str, Any] | None, report: dict[str
     create_link_artifact(html.as_uri(), link_text=f"HTML report for {day}", key="trailsight-daily-html")
 
 
+def _athena(engine: str, database: str, workgroup: str, output: str | None) -> AthenaSettings | None:
+    if engine not in ("duckdb", "athena"):
+        raise UsageError(f"engine must be duckdb or athena, not {engine!r}")
+    return AthenaSettings(database, workgroup, output) if engine == "athena" else None
+
+
 def yesterday() -> date:
     return datetime.now(UTC).date() - timedelta(days=1)
 
@@ -122,13 +130,17 @@ def daily(
     sns_topic_arn: str | None = None,
     webhook_url: str | None = None,
     retention_policy: str | None = None,
+    engine: str = "duckdb",
+    athena_database: str = "trailsight",
+    athena_workgroup: str = "primary",
+    athena_output: str | None = None,
 ) -> dict[str, Any]:
     """Ingest `day` (default: yesterday, UTC) with its late events, write its reports, send its alerts; with a
     retention policy, then archive the raw files delivered `keep_as_delivered_days` before `day`."""
     day = day or yesterday()
     report_dir = str(Path(report_root) / day.isoformat())
     ingest = ingest_days(source, lake_url, day, day, late_hours)
-    report = report_day(lake_url, day, report_dir)
+    report = report_day(lake_url, day, report_dir, _athena(engine, athena_database, athena_workgroup, athena_output))
     sent = alert_day(lake_url, day, report_dir, alert_min_severity, sns_topic_arn, webhook_url)
     publish_artifacts(day, ingest, report, report_dir)
     summary = {"day": day.isoformat(), "ingest": ingest, "report": report, "alerts": sent}

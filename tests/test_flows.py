@@ -207,3 +207,18 @@ def test_archive_task_fails_on_an_unverified_day_and_is_never_retried(tmp_path: 
             raise ArchiveError("failed verification")
 
     assert archive_raw_day.retry_condition_fn(archive_raw_day, None, Failed()) is False
+
+
+def test_demo_runs_end_to_end_with_source_and_lake_on_s3(prefect_api: None, s3_bucket: str, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from trailsight.cli import run
+    from trailsight.query import run_sql
+
+    assert run(["demo", "--dir", str(tmp_path), "--days", "2", "--events-per-day", "300",
+                "--source", f"{s3_bucket}/trails", "--lake", f"{s3_bucket}/lake"]) == 0
+    output = capsys.readouterr().out
+    assert "Lake overview" in output and "report:" in output
+    assert list(Storage(f"{s3_bucket}/trails").list_dirs()) == ["AWSLogs"]
+    events = run_sql(f"{s3_bucket}/lake", "SELECT count(*) FROM cloudtrail").rows[0][0]
+    assert events > 550
+    assert len(list(tmp_path.glob("reports/*/report.html"))) == 2

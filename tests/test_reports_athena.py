@@ -7,6 +7,7 @@ proves the SQL sent (rendered from the same file, parameters bound) and the hand
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -120,3 +121,5 @@ def test_report_summary_records_athena_bytes_and_cost(lake: Path, moto_endpoint:
                                  athena=AthenaSettings(database="audit", output=f"{s3_bucket}/results/"))
     assert written.engine["engine"] == "athena" and written.engine["queries"] == 1
     assert written.engine["cost_usd"] > 0 and written.engine["usd_per_tb"] == 5.0
+    recorded = json.loads((tmp_path / "summary.json").read_text())["engine"]
+    assert recorded["query_ids"] == written.engine["query_ids"] and recorded["bytes_scanned"] == 0

@@ -156,30 +156,6 @@ class OutputFormat(StrEnum):
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
 
 
-@app.command()
-def report(
-    lake: LakeOption,
-    day: Annotated[str, typer.Option("--date", help="The day to report on, YYYY-MM-DD (UTC).")],
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the reports (default: reports/<date>).")] = (
-        None),
-    names: Annotated[str | None, typer.Option("--reports", help="Comma-separated subset of the reports.")] = None,
-) -> None:
-    """Write the daily reports for one day: JSON and CSV per report, insights.json, Markdown and HTML.
-
-    Example: trailsight report --lake ./lake --date 2024-05-01 --out ./reports/2024-05-01
-    """
-    from trailsight.reports import write_daily_report
-
-    parsed = parse_day(day, "--date")
-    target = out_dir or Path("reports") / parsed.isoformat()
-    summary = write_daily_report(lake, parsed, target, names)
-    for warning in summary.warnings:
-        err.print(f"warning: {warning}")
-    out.print(f"{parsed}: {summary.events:,} events, {summary.failed:,} failed calls, {summary.spikes} spikes, "
-              f"findings {summary.findings}")
-    out.print(f"wrote {len(summary.files)} files to {target} (open {target / 'report.html'})")
-
-
 class Engine(StrEnum):
     duckdb = "duckdb"
     athena = "athena"
@@ -191,6 +167,41 @@ WorkgroupOption = Annotated[str, typer.Option("--workgroup", help="Athena workgr
 OutputLocationOption = Annotated[
     str | None, typer.Option("--output-location", help="s3:// folder for Athena results (default: the workgroup's).")
 ]
+
+
+@app.command()
+def report(
+    lake: LakeOption,
+    day: Annotated[str, typer.Option("--date", help="The day to report on, YYYY-MM-DD (UTC).")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the reports (default: reports/<date>).")] = (
+        None),
+    names: Annotated[str | None, typer.Option("--reports", help="Comma-separated subset of the reports.")] = None,
+    engine: EngineOption = Engine.duckdb,
+    database: DatabaseOption = "trailsight",
+    workgroup: WorkgroupOption = "primary",
+    output_location: OutputLocationOption = None,
+) -> None:
+    """Write the daily reports for one day: JSON and CSV per report, insights.json, Markdown and HTML.
+
+    The same SQL files run on DuckDB (default) or on Athena (--engine athena), where each query's bytes scanned
+    and cost are printed and recorded in summary.json.
+
+    Example: trailsight report --lake ./lake --date 2024-05-01 --out ./reports/2024-05-01
+    """
+    from trailsight.reports import write_daily_report
+
+    parsed = parse_day(day, "--date")
+    target = out_dir or Path("reports") / parsed.isoformat()
+    settings = athena.AthenaSettings(database, workgroup, output_location) if engine is Engine.athena else None
+    summary = write_daily_report(lake, parsed, target, names, athena=settings)
+    if settings:
+        err.print(f"Athena: {summary.engine['queries']} queries, {summary.engine['bytes_scanned']:,} bytes scanned, "
+                  f"about ${summary.engine['cost_usd']:.6f} at ${summary.engine['usd_per_tb']}/TB")
+    for warning in summary.warnings:
+        err.print(f"warning: {warning}")
+    out.print(f"{parsed}: {summary.events:,} events, {summary.failed:,} failed calls, {summary.spikes} spikes, "
+              f"findings {summary.findings}")
+    out.print(f"wrote {len(summary.files)} files to {target} (open {target / 'report.html'})")
 
 
 @app.command()
@@ -281,25 +292,35 @@ def demo(
         Path("demo")),
     days: Annotated[int, typer.Option(min=1, help="Days of sample data.")] = 8,
     events_per_day: Annotated[int, typer.Option(min=1, help="Events per day.")] = 20_000,
+    source_url: Annotated[str | None, typer.Option("--source", help="Archive location (default: DIR/source); "
+                                                   "an empty s3:// location gets the sample data uploaded.")] = None,
+    lake_url: Annotated[str | None, typer.Option("--lake", help="Lake location (default: DIR/lake).")] = None,
 ) -> None:
     """Generate sample data and run the daily job on it end to end: local folders, DuckDB, Prefect (ephemeral).
 
     Example: trailsight demo --dir ./demo
     """
+    from trailsight.discovery import find_awslogs_roots
     from trailsight.generate import generate_archive
     from trailsight.prefect_env import configure_prefect
+    from trailsight.storage import Storage, copy_objects
 
     configure_prefect()
     sys.path.insert(0, str(PROJECT_ROOT))
     from flows.daily import backfill, daily
 
-    source, lake, report_root = folder / "source", folder / "lake", folder / "reports"
+    generated = folder / "source"
+    source, lake, report_root = source_url or str(generated), lake_url or str(folder / "lake"), folder / "reports"
     last = _yesterday()
     first = last - timedelta(days=days - 1)
-    if not (source / "ground_truth.json").exists():
-        with err.status(f"generating {days} days of sample CloudTrail data in {source}"):
-            generate_archive(source, days, end=last, events_per_day=events_per_day)
-    paths = {"source": str(source), "lake_url": str(lake), "report_root": str(report_root)}
+    if not (generated / "ground_truth.json").exists():
+        with err.status(f"generating {days} days of sample CloudTrail data in {generated}"):
+            generate_archive(generated, days, end=last, events_per_day=events_per_day)
+    target = Storage(source)
+    if source != str(generated) and not find_awslogs_roots(target):
+        with err.status(f"uploading the sample archive to {source}"):
+            copy_objects(Storage(generated), target)
+    paths = {"source": source, "lake_url": lake, "report_root": str(report_root)}
     if first < last:
         backfill(start=first, end=last - timedelta(days=1), **paths)
     result = daily(day=last, **paths)

@@ -350,6 +350,7 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
     results, seconds = run_reports(lake, day, reports, con=athena_connection)  # type: ignore[arg-type]
     summary = ReportSummary(day, out, list(results), seconds=seconds)
     summary.engine = athena_connection.stats() if athena_connection else {"engine": "duckdb"}
+    results["summary"]["engine"] = summary.engine
     headline = results["summary"]["headline"]
     summary.events, summary.failed = headline["events"], headline["failed"]
     if not headline["events"]:

@@ -6,9 +6,11 @@ Writes are atomic: a reader sees the old object or the new one, never a partial 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,11 +138,17 @@ class Storage:
                 folder, _, name = target.rpartition("/")
                 os.makedirs(folder, exist_ok=True)
                 temp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
-                with open(temp, "wb") as out:
-                    out.write(data)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(temp, target)
+                try:
+                    with open(temp, "wb") as out:
+                        out.write(data)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    os.replace(temp, target)
+                except BaseException:
+                    # A full disk must not also be left holding half-written temporary files.
+                    with contextlib.suppress(OSError):
+                        os.unlink(temp)
+                    raise
             else:
                 with self.fs.open_output_stream(target, compression=None) as out:
                     out.write(data)
@@ -159,8 +167,14 @@ class Storage:
             return False
         except OSError as exc:
             raise StorageError(f"cannot create {target}: {exc.strerror or exc}") from exc
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+        except OSError as exc:
+            # An empty or partial lock file would refuse every later run; leave nothing behind.
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+            raise StorageError(f"cannot create {target}: {exc.strerror or exc}") from exc
         return True
 
     def _s3_create_exclusive(self, target: str, data: bytes) -> bool:
@@ -175,6 +189,18 @@ class Storage:
             raise StorageError(f"cannot create s3://{target}: {code or exc}") from exc
         return True
 
+    def user_metadata(self, key: str) -> dict[str, str]:
+        """An object's user metadata (S3 `x-amz-meta-*`, names without that prefix); local files have none."""
+        if self.is_local:
+            return {}
+        bucket, _, object_key = self.path(key).partition("/")
+        try:
+            return dict(client("s3").head_object(Bucket=bucket, Key=object_key).get("Metadata", {}))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey", "NotFound"):
+                raise StorageError(f"no such object: s3://{bucket}/{object_key}") from exc
+            raise storage_error(f"cannot read the metadata of s3://{bucket}/{object_key}", exc) from exc
+
     def delete(self, key: str) -> None:
         try:
             self.fs.delete_file(self.path(key))
@@ -182,3 +208,15 @@ class Storage:
             return
         except OSError as exc:
             raise storage_error(f"cannot delete {self.path(key)}", exc) from exc
+
+
+def copy_objects(source: Storage, target: Storage, prefix: str = "", threads: int = 16) -> int:
+    """Copy every object under `prefix` from one location to another, keeping keys; returns the count.
+
+    Objects are small and many (CloudTrail files), so the copies run on threads: the time goes to round trips.
+    """
+    keys = [obj.key for obj in source.list_files(prefix)]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in pool.map(lambda key: target.write_bytes(key, source.read_bytes(key)), keys):
+            pass
+    return len(keys)
