@@ -94,13 +94,18 @@ def run_duckdb(files: list[Path], archive: Path, out: Path) -> int:
     fields = ", ".join([f'"{s}" VARCHAR' for s in scalars] + [f'"{f}" JSON' for f in sorted(free_form)])
     out.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
-    file_list = ", ".join(f"'{f}'" for f in files)
-    con.execute(
-        f"COPY (SELECT r.*, CAST(r.eventTime AS DATE) AS event_date FROM ("
-        f"SELECT unnest(Records) AS r FROM read_json([{file_list}], columns = {{Records: 'STRUCT({fields})[]'}}, "
-        f"format = 'auto', maximum_object_size = 536870912))) "
-        f"TO '{out}' (FORMAT parquet, PARTITION_BY (event_date), COMPRESSION zstd)"
-    )
+    # The documented settings for a large COPY; without them the one-liner ran out of memory (18 GiB) here.
+    con.execute("SET preserve_insertion_order = false")
+    con.execute("SET memory_limit = '4GB'")
+    # Even so, one COPY over every file ran out of memory here, so the one-liner runs per chunk of files.
+    for start in range(0, len(files), 1000):
+        file_list = ", ".join(f"'{f}'" for f in files[start:start + 1000])
+        con.execute(
+            f"COPY (SELECT r.*, CAST(r.eventTime AS DATE) AS event_date FROM ("
+            f"SELECT unnest(Records) AS r FROM read_json([{file_list}], columns = {{Records: 'STRUCT({fields})[]'}}, "
+            f"maximum_object_size = 33554432))) "
+            f"TO '{out}' (FORMAT parquet, PARTITION_BY (event_date), COMPRESSION zstd, APPEND)"
+        )
     return con.execute(f"SELECT count(*) FROM read_parquet('{out}/**/*.parquet')").fetchall()[0][0]
 
 

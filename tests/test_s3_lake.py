@@ -71,3 +71,29 @@ def test_concurrent_run_on_an_s3_lake_is_refused(tmp_path: Path, write_log: Writ
     lake = Storage(f"{s3_bucket}/lake")
     with lake_lock(lake, "first"), pytest.raises(LakeLockedError):
         ingest(tmp_path / "source", lake, workers=1)
+
+
+def test_without_httpfs_an_s3_lake_is_read_through_pyarrow(tmp_path: Path, write_log: WriteLog,
+                                                           s3_bucket: str) -> None:
+    import duckdb
+
+    from trailsight.query import _httpfs_secret, connect
+
+    small_archive(write_log)
+    ingest(tmp_path / "source", f"{s3_bucket}/lake", workers=1)
+    probe = duckdb.connect()
+    assert _httpfs_secret(probe) is False, "httpfs is not installable here; this test covers the fallback"
+    con = connect(f"{s3_bucket}/lake")
+    kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())
+    assert kinds["cloudtrail_calls"] == "VIEW"
+    assert con.execute("SELECT count(*) FROM cloudtrail").fetchall()[0][0] > 0
+
+
+def test_httpfs_view_points_at_the_s3_url(s3_bucket: str, tmp_path: Path, write_log: WriteLog) -> None:
+    from trailsight.query import _view_sql
+    from trailsight.schema import load_schema
+
+    small_archive(write_log)
+    ingest(tmp_path / "source", f"{s3_bucket}/lake", workers=1)
+    sql = _view_sql(Storage(f"{s3_bucket}/lake"), "cloudtrail", load_schema())
+    assert f"read_parquet('{s3_bucket}/lake/cloudtrail/*/*/*/*.parquet', hive_partitioning = true" in sql

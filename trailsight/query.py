@@ -1,9 +1,9 @@
 """Stage 4, queries: DuckDB over the lake, with the views `cloudtrail` and `cloudtrail_insights`.
 
 Partition columns come from the Hive-style folder names, so filters on event_date, account and region
-prune whole folders; Parquet column pruning does the rest. A local lake is read by DuckDB itself; an S3 lake
-through pyarrow datasets registered in DuckDB (DuckDB's httpfs extension cannot be installed offline), which
-push projections and filters down the same way.
+prune whole folders; Parquet column pruning does the rest. A local lake is read by DuckDB itself, and so is an
+S3 lake when DuckDB's httpfs extension is installed; without it (it cannot be downloaded offline) an S3 lake is
+read through pyarrow datasets registered in DuckDB, which push projections and filters down the same way.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
 import duckdb
 import pyarrow.dataset as ds
 
+from trailsight.aws import region_name, s3_endpoint
 from trailsight.conversion import CLOUDTRAIL_TABLE, INSIGHTS_TABLE
 from trailsight.errors import QueryError
 from trailsight.lake import lake_files
@@ -35,10 +37,39 @@ def _empty_view_sql(schema: TableSchema) -> str:
 def _view_sql(lake: Storage, table: str, schema: TableSchema) -> str:
     if not lake_files(lake, table):
         return _empty_view_sql(schema)
-    glob = lake.path(f"{table}/*/*/*/*.parquet").replace("'", "''")
+    scheme = "" if lake.is_local else "s3://"
+    glob = (scheme + lake.path(f"{table}/*/*/*/*.parquet")).replace("'", "''")
     types = ", ".join(f"'{p.name}': {duckdb_type(p)}" for p in schema.partitions)
     # Every file carries the same schema, so no union_by_name: it would read every footer of the lake.
     return f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, hive_types = {{{types}}})"
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _httpfs_secret(con: duckdb.DuckDBPyConnection) -> bool:
+    """Let DuckDB read S3 itself when its httpfs extension is installed (it cannot be downloaded here).
+
+    Credentials come from the same AWS chain as boto3, the endpoint from the same settings as the rest.
+    """
+    try:
+        con.execute("LOAD httpfs")
+    except duckdb.Error:
+        return False
+    credentials = boto3.session.Session().get_credentials()
+    options = {"TYPE": "s3", "REGION": _quote(region_name())}
+    if credentials:
+        frozen = credentials.get_frozen_credentials()
+        options.update(KEY_ID=_quote(frozen.access_key), SECRET=_quote(frozen.secret_key))
+        if frozen.token:
+            options["SESSION_TOKEN"] = _quote(frozen.token)
+    endpoint = s3_endpoint()
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        options.update(ENDPOINT=_quote(host.rstrip("/")), URL_STYLE="'path'", USE_SSL=str(scheme == "https").lower())
+    con.execute("CREATE OR REPLACE SECRET trailsight_s3 (" + ", ".join(f"{k} {v}" for k, v in options.items()) + ")")
+    return True
 
 
 def _register_s3_table(con: duckdb.DuckDBPyConnection, lake: Storage, table: str, schema: TableSchema) -> None:
@@ -60,8 +91,9 @@ def connect(lake: str | Storage) -> duckdb.DuckDBPyConnection:
     con.execute("SET parquet_metadata_cache = true")
     for macro in ATHENA_COMPAT_MACROS:
         con.execute(macro)
+    native = lake.is_local or _httpfs_secret(con)
     for table in (CLOUDTRAIL_TABLE, INSIGHTS_TABLE):
-        if lake.is_local:
+        if native:
             con.execute(f"CREATE VIEW {table} AS {_view_sql(lake, table, schema)}")
         else:
             _register_s3_table(con, lake, table, schema)
