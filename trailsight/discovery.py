@@ -115,6 +115,8 @@ def _classify(info_key: str, size: int, kind: ObjectKind, account: str, region: 
     name = rest.rsplit("/", 1)[-1]
     if kind is not ObjectKind.OTHER and not (match and "/" not in rest[len(match[0]):]):
         kind = ObjectKind.OTHER
+    if kind is ObjectKind.DIGEST and not name.endswith(".json.gz"):
+        kind = ObjectKind.OTHER  # e.g. the `.signature` sidecar a local copy keeps beside each digest
     return LogObject(info_key, size, kind, account, region, folder_date, delivery_time(name), org)
 
 

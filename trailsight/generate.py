@@ -104,6 +104,7 @@ def generate_archive(
     events_per_day: int = 20_000,
     workers: int = 1,
     prefix: str = "",
+    signing_key: Path | None = None,
 ) -> GenerationSummary:
     """Write a CloudTrail-shaped archive under ``out`` and return what was written.
 
@@ -111,6 +112,11 @@ def generate_archive(
     delivered after midnight of ``end+1`` are written too, so every event is somewhere. The same arguments
     always give byte-identical files, whatever ``workers`` is. Existing files with the same names are
     overwritten; nothing else under ``out`` is touched or removed.
+
+    With ``signing_key`` (a PEM RSA private key, a test key: AWS's own keys are never available) digests are
+    signed as CloudTrail signs them, name that key's fingerprint, chain the signatures, and each gets a
+    ``<digest>.signature`` sidecar with the hex signature (where S3 would keep ``x-amz-meta-signature``).
+    Without it the output is unsigned and unchanged.
     """
     if days < 1:
         raise ValueError("days must be >= 1")
@@ -137,7 +143,8 @@ def generate_archive(
         results = [r for _, r in sorted(zip(order, done, strict=True), key=lambda x: x[0])]
 
     log_files = [f for r in results for f in r.files]
-    digest_count = _write_digests(world, out, prefix, day_list, log_files)
+    signer = _RsaDigestSigner(Path(signing_key)) if signing_key else None
+    digest_count = _write_digests(world, out, prefix, day_list, log_files, signer)
     truth = _ground_truth(world, incidents, results)
     gt_path = out / "ground_truth.json"
     gt_path.write_bytes(orjson.dumps(truth, option=orjson.OPT_INDENT_2) + b"\n")
@@ -2851,14 +2858,37 @@ def _deliver(
 
 
 class _DigestSigner:
-    """Signing hook. AWS signs SHA256withRSA and stores the signature in S3 metadata; we do not sign yet.
+    """Signing hook: the default leaves digests unsigned (an empty signature, the world's fingerprint).
 
-    To add signing later, subclass with a real ``sign`` and pass it to ``_write_digests``: the chain
-    (``previousDigestSignature``) already threads the value through.
+    AWS signs SHA256withRSA over a string built from the document and stores the signature in S3 metadata;
+    the chain (``previousDigestSignature``) threads the value through.
     """
 
-    def sign(self, digest_bytes: bytes) -> str:
+    fingerprint: str | None = None  # the digestPublicKeyFingerprint to write; None keeps the world's
+
+    def sign(self, doc: dict[str, Any], digest_bytes: bytes) -> str:
         return UNSIGNED_SIGNATURE
+
+
+class _RsaDigestSigner(_DigestSigner):
+    """Signs with a test RSA key exactly as CloudTrail does, so verification can be tested end to end."""
+
+    def __init__(self, key_path: Path) -> None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        from trailsight.integrity import public_key_fingerprint
+
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError(f"{key_path} is not an RSA private key")
+        self.key = key
+        self.fingerprint = public_key_fingerprint(key.public_key())
+
+    def sign(self, doc: dict[str, Any], digest_bytes: bytes) -> str:
+        from trailsight.integrity import sign_digest
+
+        return sign_digest(self.key, doc, digest_bytes)
 
 
 def _write_digests(
@@ -2907,7 +2937,7 @@ def _write_digests(
                     "digestEndTime": _iso(end),
                     "digestS3Bucket": world.bucket,
                     "digestS3Object": key,
-                    "digestPublicKeyFingerprint": world.key_fingerprint,
+                    "digestPublicKeyFingerprint": signer.fingerprint or world.key_fingerprint,
                     "digestSignatureAlgorithm": SIGNATURE_ALGORITHM,
                     "newestEventTime": _iso(max(f.newest for f in listed)) if listed else None,
                     "oldestEventTime": _iso(min(f.oldest for f in listed)) if listed else None,
@@ -2933,7 +2963,10 @@ def _write_digests(
                 path.mkdir(parents=True, exist_ok=True)
                 (path / name).write_bytes(igzip.compress(raw, GZIP_LEVEL, mtime=0))
                 count += 1
-                prev = (key, hashlib.sha256(raw).hexdigest(), signer.sign(raw))
+                signature = signer.sign(doc, raw)
+                if signature:
+                    (path / f"{name}.signature").write_text(signature)
+                prev = (key, hashlib.sha256(raw).hexdigest(), signature)
                 if i >= len(unit_files) and end > last_needed:
                     break
                 start, end = end, end + 3600

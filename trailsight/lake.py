@@ -90,8 +90,10 @@ def lake_lock(lake: Storage, purpose: str) -> Iterator[None]:
             current = orjson.loads(lake.read_bytes(LOCK_KEY))
         except (StorageError, orjson.JSONDecodeError):
             current = {}
+        # Our own write can look like someone else's: when its reply is lost, the retried conditional PUT fails.
+        ours = current == holder
         stale = current.get("host") == holder["host"] and not _pid_alive(int(current.get("pid", 0) or 0))
-        if not (stale and _replace_stale_lock(lake, payload)):
+        if not (ours or (stale and _replace_stale_lock(lake, payload))):
             raise LakeLockedError(
                 f"the lake {lake.url} is locked by another run ({current.get('purpose', '?')}, pid "
                 f"{current.get('pid', '?')} on {current.get('host', '?')} since {current.get('since', '?')}); "
