@@ -48,9 +48,12 @@ def ingest_days(source: str, lake_url: str, start: date, end: date, late_hours: 
 
 
 @task(**RETRY)
-def report_day(lake_url: str, day: date, report_dir: str, athena_settings: AthenaSettings | None = None
-               ) -> dict[str, Any]:
-    summary = reports.write_daily_report(lake_url, day, report_dir, athena=athena_settings)
+def report_day(lake_url: str, day: date, report_dir: str, athena_settings: AthenaSettings | None = None,
+               source: str | None = None, public_keys: str | None = None) -> dict[str, Any]:
+    summary = reports.write_daily_report(lake_url, day, report_dir, athena=athena_settings, source=source,
+                                         public_keys=public_keys)
+    if summary.integrity_ok is False:
+        get_run_logger().warning("digest verification found problems; see %s/integrity.json", report_dir)
     for warning in summary.warnings:
         get_run_logger().warning(warning)
     return summary.as_dict()
@@ -134,13 +137,16 @@ def daily(
     athena_database: str = "trailsight",
     athena_workgroup: str = "primary",
     athena_output: str | None = None,
+    verify_digests: bool = True,
+    public_keys: str | None = None,
 ) -> dict[str, Any]:
     """Ingest `day` (default: yesterday, UTC) with its late events, write its reports, send its alerts; with a
     retention policy, then archive the raw files delivered `keep_as_delivered_days` before `day`."""
     day = day or yesterday()
     report_dir = str(Path(report_root) / day.isoformat())
     ingest = ingest_days(source, lake_url, day, day, late_hours)
-    report = report_day(lake_url, day, report_dir, _athena(engine, athena_database, athena_workgroup, athena_output))
+    report = report_day(lake_url, day, report_dir, _athena(engine, athena_database, athena_workgroup, athena_output),
+                        source if verify_digests else None, public_keys)
     sent = alert_day(lake_url, day, report_dir, alert_min_severity, sns_topic_arn, webhook_url)
     publish_artifacts(day, ingest, report, report_dir)
     summary = {"day": day.isoformat(), "ingest": ingest, "report": report, "alerts": sent}

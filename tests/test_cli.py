@@ -11,8 +11,10 @@ from conftest import WriteLog, day_start, log_key, make_event
 
 from trailsight.cli import app, run
 
-COMMANDS = ("ingest", "export", "sql", "generate", "demo", "schema", "report", "archive", "restore", "lifecycle",
-            "retention")
+COMMANDS = (
+    "ingest", "export", "sql", "generate", "demo", "schema", "report", "verify", "archive", "restore", "lifecycle",
+    "retention",
+)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -134,3 +136,35 @@ def test_source_without_cloudtrail_layout_ingests_nothing(tmp_path: Path, capsys
     (tmp_path / "empty").mkdir()
     assert run(["ingest", "--source", str(tmp_path / "empty"), "--lake", str(tmp_path / "lake"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["files_found"] == 0
+
+
+def test_verify_reports_ok_and_a_tampered_file_with_exit_code_2(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import gzip
+    from datetime import date
+
+    from trailsight.generate import generate_archive
+
+    generate_archive(tmp_path / "src", days=1, seed=4, end=date(2024, 5, 1), events_per_day=300)
+    assert run(["verify", "--source", str(tmp_path / "src"), "--date", "2024-05-01"]) == 0
+    assert capsys.readouterr().out.strip().endswith("OK")
+    victim = sorted((tmp_path / "src").rglob("*_CloudTrail_*.json.gz"))[0]
+    victim.write_bytes(gzip.compress(gzip.decompress(victim.read_bytes()).replace(b"Z", b"z", 1)))
+    assert run(["verify", "--source", str(tmp_path / "src"), "--date", "2024-05-01"]) == 2
+    out = capsys.readouterr().out
+    assert "hash-mismatch" in out and out.strip().splitlines()[-1].startswith("FAILED: 1 problems")
+
+
+def test_report_with_source_includes_integrity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from datetime import date
+
+    from trailsight.generate import generate_archive
+
+    generate_archive(tmp_path / "src", days=1, seed=4, end=date(2024, 5, 1), events_per_day=300)
+    assert run(["ingest", "--source", str(tmp_path / "src"), "--lake", str(tmp_path / "lake"), "--workers", "1",
+                "--json"]) == 0
+    assert run(["report", "--lake", str(tmp_path / "lake"), "--date", "2024-05-01", "--out", str(tmp_path / "r"),
+                "--source", str(tmp_path / "src")]) == 0
+    integrity = json.loads((tmp_path / "r" / "integrity.json").read_text())
+    assert integrity["ok"] and integrity["log_files_valid"] == integrity["log_files_listed"] > 0
+    assert "Log file integrity" in (tmp_path / "r" / "report.html").read_text()

@@ -156,6 +156,12 @@ class OutputFormat(StrEnum):
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
 
 
+PublicKeysOption = Annotated[
+    Path | None, typer.Option("--public-keys", help="CloudTrail public keys: a JSON file {fingerprint: PEM} or the "
+                              "output of `aws cloudtrail list-public-keys`; signatures are checked when given.")
+]
+
+
 class Engine(StrEnum):
     duckdb = "duckdb"
     athena = "athena"
@@ -180,6 +186,9 @@ def report(
     database: DatabaseOption = "trailsight",
     workgroup: WorkgroupOption = "primary",
     output_location: OutputLocationOption = None,
+    source: Annotated[str | None, typer.Option("--source", help="The raw archive: also verify the day's log "
+                                               "files against CloudTrail's digests (integrity.json).")] = None,
+    public_keys: PublicKeysOption = None,
 ) -> None:
     """Write the daily reports for one day: JSON and CSV per report, insights.json, Markdown and HTML.
 
@@ -193,7 +202,7 @@ def report(
     parsed = parse_day(day, "--date")
     target = out_dir or Path("reports") / parsed.isoformat()
     settings = athena.AthenaSettings(database, workgroup, output_location) if engine is Engine.athena else None
-    summary = write_daily_report(lake, parsed, target, names, athena=settings)
+    summary = write_daily_report(lake, parsed, target, names, athena=settings, source=source, public_keys=public_keys)
     if settings:
         err.print(f"Athena: {summary.engine['queries']} queries, {summary.engine['bytes_scanned']:,} bytes scanned, "
                   f"about ${summary.engine['cost_usd']:.6f} at ${summary.engine['usd_per_tb']}/TB")
@@ -202,6 +211,45 @@ def report(
     out.print(f"{parsed}: {summary.events:,} events, {summary.failed:,} failed calls, {summary.spikes} spikes, "
               f"findings {summary.findings}")
     out.print(f"wrote {len(summary.files)} files to {target} (open {target / 'report.html'})")
+
+
+@app.command()
+def verify(
+    source: SourceOption,
+    day: Annotated[str, typer.Option("--date", help="Delivery day to verify, YYYY-MM-DD (UTC).")],
+    account: Annotated[list[str] | None, typer.Option("--account", help="Only this account (repeatable).")] = None,
+    region: Annotated[list[str] | None, typer.Option("--region", help="Only this region (repeatable).")] = None,
+    public_keys: PublicKeysOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
+) -> None:
+    """Verify a day's log files against CloudTrail's digests: hashes, unlisted files, chain gaps, signatures.
+
+    Exit code 0 when everything verifies, 2 when problems were found, 1 when the check itself could not run.
+    A digest's signature is read from S3 metadata (x-amz-meta-signature) or, for local copies, from
+    `<digest key>.signature` beside it.
+
+    Example: trailsight verify --source ./archive --date 2024-05-01 --public-keys keys.json
+    """
+    from trailsight.integrity import verify_digests
+
+    parsed = parse_day(day, "--date")
+    result = verify_digests(source, parsed, tuple(account or ()), tuple(region or ()), public_keys)
+    if as_json:
+        out.print_json(json.dumps(result.as_dict(), default=str))
+    else:
+        signatures = (f"{result.signatures_valid} of {result.signatures_checked} valid" if public_keys
+                      else "not checked (no --public-keys)")
+        print(f"verified {parsed} in {source}: {result.digests} digests in {result.chains} chains; "
+              f"{result.log_files_valid} of {result.log_files_listed} listed log files intact; "
+              f"{result.log_files_in_folders} log files in the day's folders; signatures: {signatures}")
+        for problem in result.problems:
+            print(f"{problem.kind.value}  {problem.key}  {problem.detail}")
+        for note in result.notes:
+            print(f"note: {note}")
+        counts = ", ".join(f"{kind} {n}" for kind, n in result.counts().items())
+        print("OK" if result.ok else f"FAILED: {len(result.problems)} problems ({counts})")
+    if not result.ok:
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -258,6 +306,8 @@ def generate(
     end: Annotated[str | None, typer.Option("--end", help="Last day, YYYY-MM-DD (default: yesterday, UTC).")] = None,
     events_per_day: Annotated[int, typer.Option(min=1, help="Events per day across all accounts.")] = 20_000,
     workers: Annotated[int, typer.Option(min=1, help="Generator processes.")] = 1,
+    signing_key: Annotated[Path | None, typer.Option("--signing-key", help="PEM RSA private key: sign the digests "
+                                                     "(signature in <digest>.signature).")] = None,
 ) -> None:
     """Write a realistic, deterministic CloudTrail archive with injected incidents.
 
@@ -266,7 +316,8 @@ def generate(
     from trailsight.generate import generate_archive
 
     last = parse_day(end, "--end") if end else None
-    summary = generate_archive(out_path, days, seed=seed, end=last, events_per_day=events_per_day, workers=workers)
+    summary = generate_archive(out_path, days, seed=seed, end=last, events_per_day=events_per_day, workers=workers,
+                               signing_key=signing_key)
     out.print(
         f"wrote {summary.events:,} events in {summary.log_files:,} log files and {summary.digest_files:,} digests "
         f"({summary.raw_bytes / 1e6:,.1f} MB of JSON) under {out_path}; incidents in {summary.ground_truth}"

@@ -413,6 +413,19 @@ def findings_section(data: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def integrity_section(data: dict[str, Any]) -> str:
+    """Digest verification of the day's raw log files, when the report was given the source."""
+    verdict = "all intact" if data["ok"] else f"{len(data['problems'])} problem(s)"
+    parts = [f'<section><h2>Log file integrity (CloudTrail digests): {esc(verdict)}</h2><p>'
+             f'{_num(data["digests"])} digests in {_num(data["chains"])} chains; {_num(data["log_files_valid"])} of '
+             f'{_num(data["log_files_listed"])} listed log files intact; signatures: '
+             f'{_num(data["signatures_valid"])} of {_num(data["signatures_checked"])} valid.</p>']
+    if data["problems"]:
+        parts.append(_table([("kind", "problem"), ("key", "object"), ("detail", "detail")], data["problems"][:50]))
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def render_html(day: date, results: dict[str, dict[str, Any]], summary: Any) -> str:
     """The whole page; `results` maps report names to their data as `run_reports` returns it."""
     sections = [activity_section(results)]
@@ -424,6 +437,8 @@ def render_html(day: date, results: dict[str, dict[str, Any]], summary: Any) -> 
         sections.append(spikes_section(results["spikes"]))
     if "security" in results:
         sections.append(findings_section(results["security"]))
+    if "integrity" in results:
+        sections.append(integrity_section(results["integrity"]))
     warnings = "".join(f"<li>{esc(w)}</li>" for w in getattr(summary, "warnings", []))
     seconds = getattr(summary, "seconds", {})
     timing = ", ".join(f"{name} {s:.2f} s" for name, s in seconds.items())
@@ -513,4 +528,9 @@ def render_markdown(day: date, results: dict[str, dict[str, Any]], summary: Any)
         lines += ["## Security findings", ""]
         lines += _md_table([("severity", "severity"), ("title", "control"), ("account", "account"),
                             ("principal", "principal"), ("count", "events")], results["security"]["table"][:30])
+    if "integrity" in results:
+        data = results["integrity"]
+        lines += ["## Log file integrity", "", f"{data['log_files_valid']:,} of {data['log_files_listed']:,} listed "
+                  f"log files intact in {data['digests']:,} digests; {len(data['problems'])} problem(s).", ""]
+        lines += _md_table([("kind", "problem"), ("key", "object"), ("detail", "detail")], data["problems"][:20])
     return "\n".join(lines).rstrip() + "\n"

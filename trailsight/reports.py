@@ -30,6 +30,7 @@ import orjson
 
 from trailsight.athena import AthenaConnection, AthenaSettings
 from trailsight.errors import QueryError, UsageError
+from trailsight.integrity import verify_digests
 from trailsight.query import connect
 from trailsight.sqlfiles import load_sql
 from trailsight.storage import Storage
@@ -237,6 +238,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "failed_calls": ("by_error_code", "by_api", "by_principal", "new_kinds"),
     "spikes": ("table",),
     "security": ("table",),
+    "integrity": ("problems",),
 }
 
 
@@ -313,6 +315,7 @@ class ReportSummary:
     findings: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     engine: dict[str, Any] = field(default_factory=dict)
+    integrity_ok: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return jsonable({**self.__dict__, "out_dir": str(self.out_dir)})
@@ -335,11 +338,13 @@ def run_reports(lake: LakeLike, day: date | str, reports: str | list[str] | None
 
 
 def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
-                       reports: str | list[str] | None = None, athena: AthenaSettings | None = None) -> ReportSummary:
+                       reports: str | list[str] | None = None, athena: AthenaSettings | None = None,
+                       source: LakeLike | None = None, public_keys: str | Path | None = None) -> ReportSummary:
     """Run the reports for one UTC day and write JSON, CSV, insights.json, report.md and report.html.
 
     With `athena` settings the same SQL files run on Athena instead of DuckDB; the bytes scanned and their cost
-    are recorded in the summary (`engine`).
+    are recorded in the summary (`engine`). With the raw `source`, the day's log files are also verified against
+    CloudTrail's digests (`integrity`).
     """
     from trailsight.html_report import render_html, render_markdown
 
@@ -351,6 +356,9 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
     summary = ReportSummary(day, out, list(results), seconds=seconds)
     summary.engine = athena_connection.stats() if athena_connection else {"engine": "duckdb"}
     results["summary"]["engine"] = summary.engine
+    if source is not None:
+        results["integrity"] = verify_digests(source, day, public_keys=public_keys).as_dict()
+        summary.integrity_ok = results["integrity"]["ok"]
     headline = results["summary"]["headline"]
     summary.events, summary.failed = headline["events"], headline["failed"]
     if not headline["events"]:
