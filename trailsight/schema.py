@@ -19,7 +19,17 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS_DIR = PROJECT_ROOT / "schemas"
 SCHEMA_VERSION = 1
 
-SCALAR_TYPES = {"string", "boolean", "timestamp", "json", "map", "int64", "date"}
+# Each scalar type of the schema file as (Arrow, DuckDB, Glue/Athena): the engines differ only here.
+SCALARS: dict[str, tuple[pa.DataType, str, str]] = {
+    "string": (pa.string(), "VARCHAR", "string"),
+    "json": (pa.string(), "VARCHAR", "string"),
+    "boolean": (pa.bool_(), "BOOLEAN", "boolean"),
+    "timestamp": (pa.timestamp("us", tz="UTC"), "TIMESTAMP WITH TIME ZONE", "timestamp"),
+    "int64": (pa.int64(), "BIGINT", "bigint"),
+    "date": (pa.date32(), "DATE", "date"),
+    "map": (pa.map_(pa.string(), pa.string()), "MAP(VARCHAR, VARCHAR)", "map<string,string>"),
+}
+SCALAR_TYPES = set(SCALARS)
 
 
 @dataclass(frozen=True)
@@ -87,25 +97,12 @@ def load_schema(name: str = "cloudtrail", version: int = SCHEMA_VERSION) -> Tabl
 
 
 def arrow_type(f: Field) -> pa.DataType:
-    match f.type:
-        case "string" | "json":
-            return pa.string()
-        case "boolean":
-            return pa.bool_()
-        case "timestamp":
-            return pa.timestamp("us", tz="UTC")
-        case "int64":
-            return pa.int64()
-        case "date":
-            return pa.date32()
-        case "map":
-            return pa.map_(pa.string(), pa.string())
-        case "struct":
-            return pa.struct([pa.field(c.name, arrow_type(c)) for c in f.fields])
-        case "array":
-            assert f.items is not None
-            return pa.list_(pa.field("element", arrow_type(f.items)))
-    raise SchemaError(f"no Arrow type for {f.type}")
+    if f.type == "struct":
+        return pa.struct([pa.field(c.name, arrow_type(c)) for c in f.fields])
+    if f.type == "array":
+        assert f.items is not None
+        return pa.list_(pa.field("element", arrow_type(f.items)))
+    return SCALARS[f.type][0]
 
 
 def arrow_schema(schema: TableSchema) -> pa.Schema:
@@ -121,48 +118,22 @@ def partition_schema(schema: TableSchema) -> pa.Schema:
 
 
 def duckdb_type(f: Field) -> str:
-    match f.type:
-        case "string" | "json":
-            return "VARCHAR"
-        case "boolean":
-            return "BOOLEAN"
-        case "timestamp":
-            return "TIMESTAMP WITH TIME ZONE"
-        case "int64":
-            return "BIGINT"
-        case "date":
-            return "DATE"
-        case "map":
-            return "MAP(VARCHAR, VARCHAR)"
-        case "struct":
-            return "STRUCT(" + ", ".join(f'"{c.name}" {duckdb_type(c)}' for c in f.fields) + ")"
-        case "array":
-            assert f.items is not None
-            return duckdb_type(f.items) + "[]"
-    raise SchemaError(f"no DuckDB type for {f.type}")
+    if f.type == "struct":
+        return "STRUCT(" + ", ".join(f'"{c.name}" {duckdb_type(c)}' for c in f.fields) + ")"
+    if f.type == "array":
+        assert f.items is not None
+        return duckdb_type(f.items) + "[]"
+    return SCALARS[f.type][1]
 
 
 def hive_type(f: Field) -> str:
     """Glue/Athena (Hive DDL) type of a field."""
-    match f.type:
-        case "string" | "json":
-            return "string"
-        case "boolean":
-            return "boolean"
-        case "timestamp":
-            return "timestamp"
-        case "int64":
-            return "bigint"
-        case "date":
-            return "date"
-        case "map":
-            return "map<string,string>"
-        case "struct":
-            return "struct<" + ",".join(f"{c.name}:{hive_type(c)}" for c in f.fields) + ">"
-        case "array":
-            assert f.items is not None
-            return f"array<{hive_type(f.items)}>"
-    raise SchemaError(f"no Hive type for {f.type}")
+    if f.type == "struct":
+        return "struct<" + ",".join(f"{c.name}:{hive_type(c)}" for c in f.fields) + ">"
+    if f.type == "array":
+        assert f.items is not None
+        return f"array<{hive_type(f.items)}>"
+    return SCALARS[f.type][2]
 
 
 def markdown(schema: TableSchema) -> str:
