@@ -349,15 +349,49 @@ def _lookalike_reason(record: dict) -> str | None:
     return None
 
 
+_MEMO_LIMIT = 4096
+
+
+def _memoized(convert: Converter) -> Converter:
+    """`convert` remembered by the value's exact JSON text: nested values (an identity, TLS details) repeat a lot.
+
+    Equal JSON text means an equal value, key order included, so the remembered result is exactly what
+    converting again would give. Results are only read afterwards (never mutated), so sharing them is safe.
+    """
+    memo: dict[bytes, tuple[Any, Any]] = {}
+    dumps = orjson.dumps
+
+    def convert_memoized(value: Any) -> tuple[Any, Any]:
+        try:
+            text = dumps(value)
+        except (TypeError, orjson.JSONEncodeError):
+            return convert(value)
+        found = memo.get(text)
+        if found is None:
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            found = memo[text] = convert(value)
+        return found
+
+    return convert_memoized
+
+
 @cache
 def _compiled_plan() -> tuple[pa.Schema, dict[str, tuple[int, Converter | None, str]]]:
     """The Arrow schema and, per CloudTrail field, (column index, converter, type): built once per process."""
     schema = load_schema()
     plan = {
-        c.source: (index, converter_for(c) if c.type != "timestamp" else None, c.type)
+        c.source: (index, _plan_converter(c), c.type)
         for index, c in enumerate(schema.columns)
     }
     return arrow_schema(schema), plan
+
+
+def _plan_converter(c: Field) -> Converter | None:
+    if c.type == "timestamp":
+        return None
+    convert = converter_for(c)
+    return _memoized(convert) if c.type in ("struct", "array") else convert
 
 
 class RowBuilder:
@@ -366,6 +400,7 @@ class RowBuilder:
     def __init__(self, table_name: str) -> None:
         self.table_name = table_name
         self.arrow, self.plan = _compiled_plan()
+        self.string_columns = {key: index for key, (index, _, kind) in self.plan.items() if kind == "string"}
         self.width = len(self.arrow)
         self.lineage_at = self.width - 3
         self.groups: dict[Partition, list[list[Any]]] = {}
@@ -379,7 +414,14 @@ class RowBuilder:
         patch: dict[str, Any] | None = None
         row: list[Any] = [None] * self.width
         plan = self.plan
+        strings = self.string_columns
         for key, value in event.items():
+            if type(value) is str:
+                # The common case first: a string for a string column goes in as it is.
+                string_at = strings.get(key)
+                if string_at is not None:
+                    row[string_at] = value
+                    continue
             spec = plan.get(key)
             if spec is None:
                 patch = patch or {}
