@@ -164,8 +164,9 @@ class PartitionWriter:
         self.buffered.pop(partition, None)
         if not tables:
             return
-        rows = pa.concat_tables(tables).combine_chunks()
-        del tables  # the buffered pieces are copied into `rows`; free them before the next copy
+        # The pieces are not combined first: `take` below gathers from them straight into one new copy.
+        rows = pa.concat_tables(tables)
+        del tables
         hashes = rows.column("eventhash").to_numpy()
         _, first = np.unique(hashes, return_index=True)
         existing = self._existing_hashes(partition)
