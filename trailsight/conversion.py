@@ -349,7 +349,8 @@ def _lookalike_reason(record: dict) -> str | None:
     return None
 
 
-_MEMO_LIMIT = 4096
+_MEMO_LIMIT = 1024
+_MEMO_MAX_TEXT = 2048  # larger values are converted each time, so the memory kept stays a few MB per column
 
 
 def _memoized(convert: Converter) -> Converter:
@@ -365,6 +366,8 @@ def _memoized(convert: Converter) -> Converter:
         try:
             text = dumps(value)
         except (TypeError, orjson.JSONEncodeError):
+            return convert(value)
+        if len(text) > _MEMO_MAX_TEXT:
             return convert(value)
         found = memo.get(text)
         if found is None:
