@@ -163,7 +163,7 @@ def test_event_without_user_identity_or_resources_is_accepted() -> None:
         (b"plain text, not gzip", "not a gzip file"),
         (gz({"Records": []})[:-12], "truncated gzip"),
         (b"\x1f\x8b\x08\x00garbage-after-the-magic", "corrupt gzip"),
-        (gzip.compress(b'{"Records": [ {"eventTime": '), "invalid JSON"),
+        (gzip.compress(b'{"Records": [ {"eventTime": ', mtime=0), "invalid JSON"),
         (gz({"notRecords": 1}), "without a Records array"),
         (gz({"Type": "Notification", "TopicArn": "arn:aws:sns:x", "Message": "{}"}), "SNS notification"),
         (gz({"version": "0", "detail-type": "AWS API Call via CloudTrail", "detail": {}}), "EventBridge event"),
@@ -172,7 +172,7 @@ def test_event_without_user_identity_or_resources_is_accepted() -> None:
         (gz([1, 2]), "JSON list"),
         (gz({"digestStartTime": "x", "logFiles": []}), "digest file"),
     ],
-    ids=lambda value: value if isinstance(value, str) else None,
+    ids=lambda value: value if isinstance(value, str) else "file",
 )
 def test_bad_files_are_reported_not_raised(data: bytes, reason: str) -> None:
     result = convert_object("AWSLogs/1/CloudTrail/r/2024/01/01/f.json.gz", data, "1", "r")
