@@ -9,9 +9,7 @@ cores). Then, on the lake:
 
 1. each report for one day (default: the last, which has the full 28-day history) in a fresh DuckDB
    connection: seconds, and Parquet bytes read (DuckDB profiling, `io.total_bytes_read`, summed over the
-   report's queries) against the raw gzip bytes delivered that day. Bytes are measured twice: with the lake's
-   `cloudtrail` view as `trailsight.query` defines it, and with the same view without `union_by_name`, which
-   makes every query read every file footer of the whole lake;
+   report's queries) against the raw gzip bytes delivered that day;
 2. the whole `write_daily_report` for that day;
 3. the spike report for every day that has history, scored against the generator's `ground_truth.json`:
    an incident is found when an insight of its type (and error code) on its account, region and API overlaps
@@ -113,29 +111,23 @@ def measured(measure: Measure) -> Callable[..., Any]:
     return run
 
 
-def connection(lake: Path, union_by_name: bool) -> duckdb.DuckDBPyConnection:
-    """The lake's connection; without union_by_name the view is rebuilt the same way minus that option."""
+def connection(lake: Path) -> duckdb.DuckDBPyConnection:
+    """The lake's connection, as the reports get it, with DuckDB's profiling on."""
     from trailsight.query import connect
-    from trailsight.reports import prepare_connection
 
-    con = prepare_connection(connect(lake))
-    if not union_by_name:
-        glob = (lake / "cloudtrail" / "*" / "*" / "*" / "*.parquet").as_posix()
-        con.execute("CREATE OR REPLACE VIEW cloudtrail AS SELECT * FROM read_parquet("
-                    f"'{glob}', hive_partitioning = true, "
-                    "hive_types = {'event_date': DATE, 'account': VARCHAR, 'region': VARCHAR})")
+    con = connect(lake)
     con.execute("SET enable_profiling = 'no_output'")
     con.execute("SET profiling_mode = 'detailed'")
     return con
 
 
-def run_report(lake: Path, name: str, day: date, union_by_name: bool) -> tuple[float, Measure]:
+def run_report(lake: Path, name: str, day: date) -> tuple[float, Measure]:
     import trailsight.reports as reports
 
     measure = Measure()
     original = reports.run_report_sql
     reports.run_report_sql = measured(measure)
-    con = connection(lake, union_by_name)
+    con = connection(lake)
     try:
         started = time.perf_counter()
         reports.REPORTS[name](lake, day, con=con)
@@ -229,15 +221,13 @@ def main() -> None:
     print(f"lake: {lake} ({args.days} days x {args.events_per_day:,} events/day); report day {day}: "
           f"{events:,} events, {gzip_bytes / 1e6:,.1f} MB of gzip delivered that day\n")
 
-    print(f"{'report':<14}{'seconds':>9}{'MB read':>10}{'% gzip':>8}{'MB read*':>10}{'% gzip*':>9}  queries")
+    print(f"{'report':<14}{'seconds':>9}{'MB read':>10}{'% gzip':>8}  queries")
     for name in REPORTS:
-        run_report(lake, name, day, union_by_name=True)  # warm the OS cache once
-        seconds, with_union = run_report(lake, name, day, union_by_name=True)
-        _, without = run_report(lake, name, day, union_by_name=False)
-        print(f"{name:<14}{seconds:>9.2f}{with_union.bytes_read / 1e6:>10.1f}"
-              f"{100 * with_union.bytes_read / gzip_bytes:>7.1f}%{without.bytes_read / 1e6:>10.1f}"
-              f"{100 * without.bytes_read / gzip_bytes:>8.1f}%  {len(without.queries)}")
-    print("  * with the `cloudtrail` view read without union_by_name (every footer of the lake is read otherwise)\n")
+        run_report(lake, name, day)  # warm the OS cache once
+        seconds, measure = run_report(lake, name, day)
+        print(f"{name:<14}{seconds:>9.2f}{measure.bytes_read / 1e6:>10.1f}"
+              f"{100 * measure.bytes_read / gzip_bytes:>7.1f}%  {len(measure.queries)}")
+    print()
 
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()

@@ -29,6 +29,7 @@ from conftest import WriteLog, day_start, log_key, make_event
 from trailsight.aws import client, split_s3_url
 from trailsight.lake import LOCK_KEY, ingest
 from trailsight.query import run_sql
+from trailsight.storage import Storage, copy_objects
 
 QUERY = "SELECT eventid, eventhash, event_date, account, region FROM cloudtrail ORDER BY eventid, account"
 DAY1, DAY2 = date(2024, 5, 1), date(2024, 5, 2)
@@ -192,13 +193,6 @@ class FaultyS3Proxy:
         self.server.server_close()
 
 
-def upload_folder(folder: Path, url: str) -> None:
-    bucket, prefix = split_s3_url(url)
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        key = "/".join(filter(None, [prefix, path.relative_to(folder).as_posix()]))
-        client("s3").put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
-
-
 def via(proxy: FaultyS3Proxy) -> dict[str, str]:
     return {"TRAILSIGHT_S3_ENDPOINT": proxy.url, "AWS_ENDPOINT_URL": proxy.url}
 
@@ -219,7 +213,7 @@ TRANSIENT_PLAN = {
 def test_s3_to_s3_ingest_retries_throttling_errors_and_resets_and_loses_nothing(
         tmp_path: Path, write_log: WriteLog, s3_bucket: str, moto_endpoint: str) -> None:
     write_archive(write_log)
-    upload_folder(tmp_path / "source", f"{s3_bucket}/trails")
+    copy_objects(Storage(tmp_path / "source"), Storage(f"{s3_bucket}/trails"))
     clean = ingest(f"{s3_bucket}/trails", f"{s3_bucket}/clean", DAY1, DAY2, workers=1)
     with FaultyS3Proxy(moto_endpoint, TRANSIENT_PLAN) as proxy:
         result = run_cli("ingest", "--source", f"{s3_bucket}/trails", "--lake", f"{s3_bucket}/lake",
@@ -238,7 +232,7 @@ def test_s3_to_s3_ingest_retries_throttling_errors_and_resets_and_loses_nothing(
 def test_lost_reply_to_the_lock_write_does_not_make_a_run_refuse_itself(
         tmp_path: Path, write_log: WriteLog, s3_bucket: str, moto_endpoint: str) -> None:
     write_archive(write_log)
-    upload_folder(tmp_path / "source", f"{s3_bucket}/trails")
+    copy_objects(Storage(tmp_path / "source"), Storage(f"{s3_bucket}/trails"))
     with FaultyS3Proxy(moto_endpoint, {"LOCK": ["lost"]}) as proxy:
         result = run_cli("ingest", "--source", f"{s3_bucket}/trails", "--lake", f"{s3_bucket}/lake",
                          "--workers", "1", "--json", env=via(proxy))

@@ -8,19 +8,11 @@ from pathlib import Path
 import pytest
 from conftest import WriteLog, day_start, log_key, make_event
 
-from trailsight.aws import client, split_s3_url
 from trailsight.errors import LakeLockedError
 from trailsight.export import export
 from trailsight.lake import ingest, lake_lock
 from trailsight.query import run_sql
-from trailsight.storage import Storage
-
-
-def upload_folder(folder: Path, url: str) -> None:
-    bucket, prefix = split_s3_url(url)
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        key = "/".join(filter(None, [prefix, path.relative_to(folder).as_posix()]))
-        client("s3").put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+from trailsight.storage import Storage, copy_objects
 
 
 def small_archive(write_log: WriteLog) -> None:
@@ -37,7 +29,7 @@ QUERY = "SELECT eventid, event_date, account, region, eventhash FROM cloudtrail 
 
 def test_ingest_from_and_to_s3_matches_the_local_run(tmp_path: Path, write_log: WriteLog, s3_bucket: str) -> None:
     small_archive(write_log)
-    upload_folder(tmp_path / "source", f"{s3_bucket}/trails")
+    copy_objects(Storage(tmp_path / "source"), Storage(f"{s3_bucket}/trails"))
     local = ingest(tmp_path / "source", tmp_path / "lake", date(2024, 5, 1), date(2024, 5, 2), workers=1)
     remote = ingest(f"{s3_bucket}/trails", f"{s3_bucket}/lake", date(2024, 5, 1), date(2024, 5, 2), workers=2)
     assert (remote.events_read, remote.events_written, remote.duplicates) == (
@@ -50,7 +42,7 @@ def test_ingest_from_and_to_s3_matches_the_local_run(tmp_path: Path, write_log: 
 def test_partition_filter_on_an_s3_lake_gives_the_local_answer(tmp_path: Path, write_log: WriteLog,
                                                               s3_bucket: str) -> None:
     small_archive(write_log)
-    upload_folder(tmp_path / "source", f"{s3_bucket}/trails")
+    copy_objects(Storage(tmp_path / "source"), Storage(f"{s3_bucket}/trails"))
     ingest(f"{s3_bucket}/trails", f"{s3_bucket}/lake", workers=1)
     ingest(tmp_path / "source", tmp_path / "lake", workers=1)
     query = "SELECT account, count(*) FROM cloudtrail WHERE event_date = $day GROUP BY account ORDER BY account"

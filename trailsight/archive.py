@@ -41,14 +41,13 @@ from typing import IO, Any
 
 import numpy as np
 import orjson
-import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
 from trailsight.aws import client
 from trailsight.conversion import Partition, convert_object, event_hash
 from trailsight.discovery import LogObject, discover
 from trailsight.errors import ArchiveError, StorageError
-from trailsight.lake import QUARANTINE_PREFIX, lake_lock, partition_key
+from trailsight.lake import QUARANTINE_PREFIX, lake_lock, partition_hashes, partition_key
 from trailsight.retention import ARCHIVE_CLASSES, Policy, load_policy
 from trailsight.storage import Storage
 
@@ -438,11 +437,7 @@ class LakeIndex:
     def present(self, partition: Partition, hashes: np.ndarray) -> np.ndarray:
         known = self.known.get(partition)
         if known is None:
-            prefix = partition_key(partition)
-            files = [o.key for o in self.lake.list_files(prefix) if o.key.endswith(".parquet")]
-            parts = [pq.read_table(self.lake.path(key), columns=["eventhash"], filesystem=self.lake.fs)
-                     .column("eventhash").to_numpy() for key in files]
-            known = self.known[partition] = np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+            known = self.known[partition] = partition_hashes(self.lake, partition)
         if not len(known):
             return np.zeros(len(hashes), dtype=bool)
         at = np.minimum(np.searchsorted(known, hashes), len(known) - 1)

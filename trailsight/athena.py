@@ -19,7 +19,7 @@ from sqlglot import exp
 
 from trailsight.aws import client
 from trailsight.conversion import CLOUDTRAIL_TABLE, INSIGHTS_TABLE
-from trailsight.errors import QueryError, UsageError
+from trailsight.errors import QueryError, UsageError, first_line
 from trailsight.schema import TableSchema, hive_type, load_schema
 from trailsight.sqlfiles import load_views
 from trailsight.storage import Storage
@@ -156,7 +156,7 @@ def render(sql: str) -> RenderedQuery:
     try:
         tree = _with_views(sqlglot.parse_one(sql, read="duckdb"))
     except sqlglot.errors.ParseError as exc:
-        raise QueryError(f"cannot parse query: {str(exc).splitlines()[0]}") from exc
+        raise QueryError(f"cannot parse query: {first_line(exc)}") from exc
     names: list[str] = []
 
     def to_marker(node: exp.Expression) -> exp.Expression:
@@ -237,7 +237,7 @@ def run_query(sql: str, parameters: dict[str, Any], settings: AthenaSettings) ->
             ctas_approach=False, params=values or None, paramstyle="qmark",
         )
     except Exception as exc:
-        raise QueryError(f"Athena query failed: {str(exc).strip().splitlines()[0]}") from exc
+        raise QueryError(f"Athena query failed: {first_line(exc)}") from exc
     query_id = frame.query_metadata["QueryExecutionId"]
     scanned = int(frame.query_metadata.get("Statistics", {}).get("DataScannedInBytes", 0))
     rows = [tuple(_python_value(v) for v in row) for row in frame.itertuples(index=False)]

@@ -6,7 +6,7 @@ import csv
 import json
 import os
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -333,10 +333,6 @@ def schema() -> None:
     sys.stdout.write(markdown(load_schema()))
 
 
-def _yesterday() -> date:
-    return datetime.now(UTC).date() - timedelta(days=1)
-
-
 @app.command()
 def demo(
     folder: Annotated[Path, typer.Option("--dir", help="Where the sample archive, the lake and the reports go.")] = (
@@ -358,11 +354,11 @@ def demo(
 
     configure_prefect()
     sys.path.insert(0, str(PROJECT_ROOT))
-    from flows.daily import backfill, daily
+    from flows.daily import backfill, daily, yesterday
 
     generated = folder / "source"
     source, lake, report_root = source_url or str(generated), lake_url or str(folder / "lake"), folder / "reports"
-    last = _yesterday()
+    last = yesterday()
     first = last - timedelta(days=days - 1)
     if not (generated / "ground_truth.json").exists():
         with err.status(f"generating {days} days of sample CloudTrail data in {generated}"):

@@ -1,6 +1,12 @@
 """Domain errors: the CLI turns each into one `Error: ...` line and exit code 1."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type): for one-line errors from verbose libraries."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class TrailsightError(Exception):
     """Root of every error trailsight reports to a user."""
 

@@ -117,6 +117,13 @@ def _replace_stale_lock(lake: Storage, payload: bytes) -> bool:
 # --- writing partitions ----------------------------------------------------------------------------------
 
 
+def partition_hashes(lake: Storage, partition: Partition) -> np.ndarray:
+    """The sorted `eventhash` values of a partition's files: its events' identities, read column-only."""
+    parts = [pq.read_table(lake.path(obj.key), columns=["eventhash"], filesystem=lake.fs).column("eventhash")
+             .to_numpy() for obj in lake.list_files(partition_key(partition)) if obj.key.endswith(".parquet")]
+    return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+
 @cache
 def _file_schema() -> pa.Schema:
     return arrow_schema(load_schema())
@@ -152,11 +159,7 @@ class PartitionWriter:
 
     def _existing_hashes(self, partition: Partition) -> np.ndarray:
         if partition not in self.known:
-            prefix = partition_key(partition)
-            parts = [pq.read_table(self.lake.path(obj.key), columns=["eventhash"], filesystem=self.lake.fs)
-                     .column("eventhash").to_numpy() for obj in self.lake.list_files(prefix)
-                     if obj.key.endswith(".parquet")]
-            self.known[partition] = np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+            self.known[partition] = partition_hashes(self.lake, partition)
         return self.known[partition]
 
     def flush(self, partition: Partition) -> None:

@@ -17,7 +17,7 @@ import pyarrow.dataset as ds
 
 from trailsight.aws import region_name, s3_endpoint
 from trailsight.conversion import CLOUDTRAIL_TABLE, INSIGHTS_TABLE
-from trailsight.errors import QueryError
+from trailsight.errors import QueryError, first_line
 from trailsight.lake import lake_files
 from trailsight.schema import TableSchema, duckdb_type, load_schema, partition_schema
 from trailsight.sqlfiles import load_views
@@ -88,6 +88,7 @@ def connect(lake: str | Storage) -> duckdb.DuckDBPyConnection:
     schema = load_schema()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    # Reports run several queries over the same day's files: read each file footer once per connection.
     con.execute("SET parquet_metadata_cache = true")
     for macro in ATHENA_COMPAT_MACROS:
         con.execute(macro)
@@ -116,7 +117,6 @@ def run_sql(lake: str | Storage, sql: str, parameters: list[Any] | dict[str, Any
         columns = [d[0] for d in cursor.description or []]
         return QueryResult(columns, cursor.fetchall())
     except duckdb.Error as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QueryError(f"query failed: {first_line}") from exc
+        raise QueryError(f"query failed: {first_line(exc)}") from exc
     finally:
         con.close()

@@ -29,7 +29,7 @@ import duckdb
 import orjson
 
 from trailsight.athena import AthenaConnection, AthenaSettings
-from trailsight.errors import QueryError, UsageError
+from trailsight.errors import QueryError, UsageError, first_line
 from trailsight.integrity import verify_digests
 from trailsight.query import connect
 from trailsight.sqlfiles import load_sql
@@ -63,18 +63,7 @@ def run_report_sql(con: duckdb.DuckDBPyConnection, name: str, **parameters: Any)
         columns = [d[0] for d in cursor.description or []]
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
     except duckdb.Error as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QueryError(f"report query {name} failed: {first_line}") from exc
-
-
-def prepare_connection(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    """Settings for running many report queries on one connection.
-
-    A report runs several queries over the same day's files; caching the Parquet footers (about 17 KB per
-    file for this wide schema) reads each footer once per connection instead of twice per query.
-    """
-    con.execute("SET parquet_metadata_cache = true")
-    return con
+        raise QueryError(f"report query {name} failed: {first_line(exc)}") from exc
 
 
 @contextmanager
@@ -84,7 +73,7 @@ def lake_connection(lake: LakeLike, con: duckdb.DuckDBPyConnection | None = None
     if con is not None:
         yield con
         return
-    own = prepare_connection(connect(lake if isinstance(lake, Storage) else str(lake)))
+    own = connect(lake if isinstance(lake, Storage) else str(lake))
     try:
         yield own
     finally:

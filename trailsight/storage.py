@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 from botocore.exceptions import ClientError
 
 from trailsight.aws import client, region_name, s3_endpoint
-from trailsight.errors import StorageError, TransientError
+from trailsight.errors import StorageError, TransientError, first_line
 
 TRANSIENT_MARKERS = ("SlowDown", "503", "500 ", "InternalError", "ServiceUnavailable", "Throttl", "RequestTimeout",
                      "timed out", "Timeout", "Connection reset", "connection reset", "Broken pipe", "curlCode: 28",
@@ -30,8 +30,7 @@ def storage_error(message: str, exc: BaseException) -> StorageError:
     """A StorageError, or a TransientError when the cause is worth retrying."""
     text = str(exc)
     transient = any(marker in text for marker in TRANSIENT_MARKERS) or isinstance(exc, TimeoutError | ConnectionError)
-    detail = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return (TransientError if transient else StorageError)(f"{message}: {detail}")
+    return (TransientError if transient else StorageError)(f"{message}: {first_line(exc)}")
 
 
 @dataclass(frozen=True)
