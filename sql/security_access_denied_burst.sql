@@ -1,30 +1,45 @@
 -- title: Access-denied bursts
--- description: Principals denied (the calls CIS 4.1 counts: *UnauthorizedOperation or AccessDenied*, not HeadBucket, not from delivery.logs.amazonaws.com) on at least $min_apis distinct APIs (eventSource:eventName) in one UTC day, with denials making up at least $min_share of their calls: stolen credentials tried against everything, apart from busy roles that collect a few denials on many APIs. The denied events themselves are the principal's rows of security_events (cis_4_1).
+-- description: Principals denied (the calls CIS 4.1 counts: *UnauthorizedOperation or AccessDenied*, not HeadBucket, not from delivery.logs.amazonaws.com) on at least $min_apis distinct APIs (eventSource:eventName) in one UTC day, with denials making up at least $min_share of their calls: stolen credentials tried against everything, apart from busy roles that collect a few denials on many APIs. The denied events are the day's cis_4_1 rows of security_flags; only the calls per principal are counted from the day's events.
 -- parameters: day, min_apis, min_share
-WITH events AS (
+WITH denied AS (
+    SELECT principal, account, region, eventsource, eventname, eventtime, sourceipaddress
+    FROM security_flags
+    WHERE event_date = $day AND cis_4_1
+),
+bursts AS (
     SELECT
         principal,
-        account, region, eventsource, eventname, eventtime, sourceipaddress,
-        coalesce((errorcode LIKE '%UnauthorizedOperation' OR errorcode LIKE 'AccessDenied%')
-                 AND coalesce(sourceipaddress, '') <> 'delivery.logs.amazonaws.com'
-                 AND eventname <> 'HeadBucket', false) AS denied
+        min(account) AS account,
+        count(DISTINCT eventsource || ':' || eventname) AS apis,
+        count(*) AS denials,
+        array_agg(DISTINCT eventsource || ':' || eventname) AS api_list,
+        array_agg(DISTINCT region) AS regions,
+        array_agg(DISTINCT sourceipaddress) FILTER (WHERE sourceipaddress IS NOT NULL) AS source_ips,
+        min(eventtime) AS first_seen,
+        max(eventtime) AS last_seen
+    FROM denied
+    GROUP BY principal
+    HAVING count(DISTINCT eventsource || ':' || eventname) >= $min_apis
+),
+calls AS (
+    SELECT principal, count(*) AS calls
     FROM cloudtrail_calls
-    WHERE event_date = $day
+    WHERE event_date = $day AND principal IN (SELECT principal FROM bursts)
+    GROUP BY principal
 )
 SELECT
-    principal,
-    min(account) AS account,
-    count(DISTINCT eventsource || ':' || eventname) FILTER (WHERE denied) AS apis,
-    count(*) FILTER (WHERE denied) AS denials,
-    count(*) AS calls,
-    round(CAST(count(*) FILTER (WHERE denied) AS DOUBLE) / count(*), 4) AS denied_share,
-    array_agg(DISTINCT eventsource || ':' || eventname) FILTER (WHERE denied) AS api_list,
-    array_agg(DISTINCT region) FILTER (WHERE denied) AS regions,
-    array_agg(DISTINCT sourceipaddress) FILTER (WHERE denied AND sourceipaddress IS NOT NULL) AS source_ips,
-    min(eventtime) FILTER (WHERE denied) AS first_seen,
-    max(eventtime) FILTER (WHERE denied) AS last_seen
-FROM events
-GROUP BY principal
-HAVING count(DISTINCT eventsource || ':' || eventname) FILTER (WHERE denied) >= $min_apis
-    AND count(*) FILTER (WHERE denied) >= $min_share * count(*)
-ORDER BY apis DESC, principal
+    b.principal,
+    b.account,
+    b.apis,
+    b.denials,
+    c.calls,
+    round(CAST(b.denials AS DOUBLE) / c.calls, 4) AS denied_share,
+    b.api_list,
+    b.regions,
+    b.source_ips,
+    b.first_seen,
+    b.last_seen
+FROM bursts AS b
+JOIN calls AS c ON c.principal = b.principal
+WHERE b.denials >= $min_share * c.calls
+ORDER BY b.apis DESC, b.principal

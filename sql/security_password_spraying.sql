@@ -1,14 +1,12 @@
 -- title: Password spraying
--- description: Source IPs whose failed console sign-ins (errorMessage 'Failed authentication', as CIS 4.6 counts them) in one account and UTC day name at least $min_users distinct user names (CloudTrail writes HIDDEN_DUE_TO_SECURITY_REASONS for names that do not exist, counted once). Grouping by source keeps apart the everyday typos of many users from many places. The sign-in events themselves are the account's rows of security_events (cis_4_6).
+-- description: Source IPs whose failed console sign-ins (errorMessage 'Failed authentication', the day's cis_4_6 rows of security_flags) in one account and UTC day name at least $min_users distinct user names (CloudTrail writes HIDDEN_DUE_TO_SECURITY_REASONS for names that do not exist, counted once). Grouping by source keeps apart the everyday typos of many users from many places.
 -- parameters: day, min_users
 WITH failed AS (
     SELECT
         account, eventtime, coalesce(sourceipaddress, 'unknown') AS source_ip,
-        coalesce(useridentity.username, useridentity.principalid, 'unknown') AS user_name
-    FROM cloudtrail
-    WHERE event_date = $day
-        AND eventname = 'ConsoleLogin'
-        AND errormessage = 'Failed authentication'
+        coalesce(user_name, principal_id, 'unknown') AS user_name
+    FROM security_flags
+    WHERE event_date = $day AND cis_4_6
 )
 SELECT
     account,

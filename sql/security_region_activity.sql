@@ -1,12 +1,12 @@
 -- title: Activity per region
--- description: Per account and region, the calls made in one UTC day by principals other than AWS services, with the principals and APIs involved; compared with the regions the account used before, it shows first activity in a region.
--- parameters: day
+-- description: The calls made in one UTC day in one account and region by principals other than AWS services, with the principals and APIs involved; asked only for a region the account had not used before (known from the lake's folders), so a normal day reads nothing.
+-- parameters: day, account, region
 WITH events AS (
     SELECT
         principal,
         account, region, eventsource, eventname, eventtime, eventid, sourceipaddress
     FROM cloudtrail_calls
-    WHERE event_date = $day
+    WHERE event_date = $day AND account = $account AND region = $region
         AND coalesce(eventtype, '') <> 'AwsServiceEvent'
         -- not `useridentity.type <> ...`: DuckDB 2.0 reads ~10x more Parquet when a comparison on a lone struct
         -- field is pushed into the scan; mixing in a top-level column keeps it a plain filter (same meaning)

@@ -16,7 +16,7 @@ from report_fixtures import ACCOUNT, assumed_role, build_lake, console_login, ev
 from trailsight.detections import CONTROLS, CONTROLS_BY_ID, DetectionConfig, Finding, run_detections
 from trailsight.query import connect
 from trailsight.reports import security_report
-from trailsight.sqlfiles import load_sql
+from trailsight.sqlfiles import load_derived
 from trailsight.storage import Storage
 
 DAY = date(2024, 3, 10)
@@ -175,7 +175,7 @@ def test_every_control_is_described_with_severity_and_cis_numbers() -> None:
     assert len([c for c in CONTROLS if c.cis]) == 15
     assert CONTROLS_BY_ID["cis-4.1"].cis_numbers == {"v1.2": "3.1", "v1.4-v5.0": "4.1", "v6.0": "5.1"}
     assert CONTROLS_BY_ID["cis-4.15"].cis_numbers == {"v1.4-v5.0": "4.15", "v6.0": "5.15"}
-    sql = load_sql("security_events").sql
+    (sql,) = [q.sql for q in load_derived() if q.name == "security_flags"]
     for control in CONTROLS:
         assert control.severity in ("critical", "high", "medium", "low")
         if control.column:

@@ -21,7 +21,7 @@ from trailsight.aws import client
 from trailsight.conversion import CLOUDTRAIL_TABLE, INSIGHTS_TABLE
 from trailsight.errors import QueryError, UsageError, first_line
 from trailsight.schema import TableSchema, hive_type, load_schema
-from trailsight.sqlfiles import load_views
+from trailsight.sqlfiles import load_derived, load_views
 from trailsight.storage import Storage
 
 # Athena's list price per TB scanned; one place to change it (or TRAILSIGHT_ATHENA_USD_PER_TB).
@@ -176,19 +176,29 @@ _MARKER = re.compile(r":trailsight_p(\d+)\b")
 
 
 def _with_views(tree: exp.Expression) -> exp.Expression:
-    """Add the shared views a query reads (sql/views) as WITH clauses: Athena has no DuckDB views."""
-    referenced = {table.name for table in tree.find_all(exp.Table) if not table.db}
+    """Add the shared views and derived tables a query reads (sql/views, sql/derived) as WITH clauses: Athena
+    has neither DuckDB's views nor the lake's derived files, so it computes them from their definitions."""
+    if not isinstance(tree, exp.Query):
+        return tree
+    # Views first, then derived tables (which read views): each CTE only reads those before it.
+    definitions = {query.name: sqlglot.parse_one(query.sql, read="duckdb")
+                   for query in (*load_views(), *load_derived())}
     defined = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
-    for view in load_views():
-        if view.name not in referenced or view.name in defined or not isinstance(tree, exp.Query):
-            continue
-        cte = exp.CTE(this=sqlglot.parse_one(view.sql, read="duckdb"), alias=exp.TableAlias(
-            this=exp.to_identifier(view.name)))
+    needed: set[str] = set()
+    wanted = [table.name for table in tree.find_all(exp.Table) if not table.db]
+    while wanted:
+        name = wanted.pop()
+        if name in definitions and name not in defined and name not in needed:
+            needed.add(name)
+            wanted += [table.name for table in definitions[name].find_all(exp.Table) if not table.db]
+    ctes = [exp.CTE(this=body, alias=exp.TableAlias(this=exp.to_identifier(name)))
+            for name, body in definitions.items() if name in needed]
+    if ctes:
         existing = tree.args.get("with_")
         if existing is None:
-            tree.set("with_", exp.With(expressions=[cte]))
+            tree.set("with_", exp.With(expressions=ctes))
         else:
-            existing.set("expressions", [cte, *existing.expressions])  # first: later CTEs read it
+            existing.set("expressions", [*ctes, *existing.expressions])
     return tree
 
 

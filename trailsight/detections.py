@@ -299,34 +299,32 @@ def _pattern_finding(control_id: str, account: str, principal: str | None, count
                    events[: config.max_events_per_finding], details)
 
 
-def regions_seen(lake: Storage, day: date, history_days: int) -> tuple[set[tuple[str, str]], set[str]]:
-    """(account, region) pairs with events in the `history_days` before `day`, and the accounts seen at all.
-
-    Read from the partition folders: no Parquet is opened.
-    """
+def regions_used(lake: Storage, start: date, end: date) -> set[tuple[str, str]]:
+    """(account, region) pairs with events dated in [start, end], read from the partition folders: no Parquet."""
     pairs: set[tuple[str, str]] = set()
-    start = day - timedelta(days=history_days)
     for folder in lake.list_dirs(CLOUDTRAIL_TABLE):
         try:
             folder_day = date.fromisoformat(folder.removeprefix("event_date="))
         except ValueError:
             continue
-        if not start <= folder_day < day:
+        if not start <= folder_day <= end:
             continue
         for account_dir in lake.list_dirs(f"{CLOUDTRAIL_TABLE}/{folder}"):
             account = account_dir.removeprefix("account=")
             for region_dir in lake.list_dirs(f"{CLOUDTRAIL_TABLE}/{folder}/{account_dir}"):
                 pairs.add((account, region_dir.removeprefix("region=")))
-    return pairs, {account for account, _ in pairs}
+    return pairs
 
 
 def run_detections(lake: Storage, con: duckdb.DuckDBPyConnection, day: date,
                    config: DetectionConfig | None = None) -> DetectionResult:
     """Every control for one day, findings sorted by severity then time."""
+    from trailsight.query import use_derived
     from trailsight.reports import run_report_sql
 
     config = config or DetectionConfig()
     notes: list[str] = []
+    use_derived(con, lake, "security_flags", day, day)
     rows = run_report_sql(con, "security_events", day=day)
     findings = findings_from_events(rows, config)
     # The pattern queries count; their events are rows already read by security_events (the same predicates).
@@ -359,12 +357,14 @@ def run_detections(lake: Storage, con: duckdb.DuckDBPyConnection, day: date,
             f"{row['account']} from {row['source_ip']}",
             {"user_names": users, "source_ip": row["source_ip"]}, events, config))
 
-    seen, accounts_seen = regions_seen(lake, day, config.new_region_history_days)
-    for row in run_report_sql(con, "security_region_activity", day=day):
-        if row["account"] not in accounts_seen:
+    seen = regions_used(lake, day - timedelta(days=config.new_region_history_days), day - timedelta(days=1))
+    accounts_seen = {account for account, _ in seen}
+    new_regions = sorted(pair for pair in regions_used(lake, day, day) - seen if pair[0] in accounts_seen)
+    for account, region in new_regions:
+        activity = run_report_sql(con, "security_region_activity", day=day, account=account, region=region)
+        if not activity:
             continue
-        if (row["account"], row["region"]) in seen:
-            continue
+        row = activity[0]
         principals = sorted(row["principal_list"] or [])
         finding = _pattern_finding(
             "new-region", row["account"], principals[0] if len(principals) == 1 else None, row["events"], row,

@@ -50,6 +50,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from trailsight.query import use_derived
 from trailsight.storage import Storage
 
 CALL_RATE = "ApiCallRateInsight"
@@ -336,6 +337,8 @@ def detect_spikes(lake: str | Storage, con: duckdb.DuckDBPyConnection, day: date
     lake = lake if isinstance(lake, Storage) else Storage(lake)
     midnight = _midnight(day)
 
+    history_start = day - timedelta(days=config.history_days)
+    use_derived(con, lake, "insight_minutes", history_start, day)
     counts: dict[SeriesKey, np.ndarray] = {}
     for insight_type, account, region, source, name, code, minute, calls in _fetch(
             con, "spikes_day_minutes", {"day": day}):
@@ -365,7 +368,6 @@ def detect_spikes(lake: str | Storage, con: duckdb.DuckDBPyConnection, day: date
                   and (day - first_days.get(key[1], day)).days >= config.min_history_days]
     per_day: dict[SeriesKey, dict[date, tuple[int, int, int]]] = {key: {} for key in candidates}
     if candidates:
-        history_start = day - timedelta(days=config.history_days)
         con.register("spike_series", _table(_SERIES_SCHEMA, candidates))
         try:
             for account, region in sorted({(key[1], key[2]) for key in candidates}):

@@ -8,25 +8,31 @@ read through pyarrow datasets registered in DuckDB, which push projections and f
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import boto3
 import duckdb
+import pyarrow as pa
 import pyarrow.dataset as ds
 
 from trailsight.aws import region_name, s3_endpoint
 from trailsight.conversion import CLOUDTRAIL_TABLE, INSIGHTS_TABLE
-from trailsight.errors import QueryError, first_line
-from trailsight.lake import lake_files
-from trailsight.schema import TableSchema, duckdb_type, load_schema, partition_schema
-from trailsight.sqlfiles import load_views
-from trailsight.storage import Storage
-
-# Athena's JSON function, so analysts' existing CloudTrail queries run unchanged on DuckDB.
-ATHENA_COMPAT_MACROS = (
-    "CREATE OR REPLACE MACRO json_extract_scalar(doc, path) AS json_extract_string(doc, path)",
+from trailsight.derived import (
+    DerivedTable,
+    Deriver,
+    derived_tables,
+    existing_keys,
+    parquet_bytes,
+    split_by_partition,
 )
+from trailsight.errors import QueryError, StorageError, first_line
+from trailsight.lake import lake_files, partition_of
+from trailsight.schema import TableSchema, duckdb_type, load_schema, partition_schema
+from trailsight.sqlfiles import ATHENA_COMPAT_MACROS, load_views
+from trailsight.storage import Storage
 
 
 def _empty_view_sql(schema: TableSchema) -> str:
@@ -34,14 +40,17 @@ def _empty_view_sql(schema: TableSchema) -> str:
     return f"SELECT {', '.join(columns)} WHERE false"
 
 
+def _hive_types(schema: TableSchema) -> str:
+    return "{" + ", ".join(f"'{p.name}': {duckdb_type(p)}" for p in schema.partitions) + "}"
+
+
 def _view_sql(lake: Storage, table: str, schema: TableSchema) -> str:
     if not lake_files(lake, table):
         return _empty_view_sql(schema)
     scheme = "" if lake.is_local else "s3://"
     glob = (scheme + lake.path(f"{table}/*/*/*/*.parquet")).replace("'", "''")
-    types = ", ".join(f"'{p.name}': {duckdb_type(p)}" for p in schema.partitions)
     # Every file carries the same schema, so no union_by_name: it would read every footer of the lake.
-    return f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, hive_types = {{{types}}})"
+    return f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, hive_types = {_hive_types(schema)})"
 
 
 def _quote(value: str) -> str:
@@ -101,6 +110,71 @@ def connect(lake: str | Storage) -> duckdb.DuckDBPyConnection:
     for view in load_views():
         con.execute(f"CREATE VIEW {view.name} AS {view.sql}")
     return con
+
+
+def use_derived(con: duckdb.DuckDBPyConnection, lake: Storage, name: str, start: date, end: date) -> None:
+    """(Re)define the view `name` over the derived files of the data files dated [start, end].
+
+    Data files that lack theirs are derived now from their own columns, and the result kept when the lake
+    can be written. Queries on the view must stay within [start, end]. Other engines (Athena) compute the
+    table from its definition, inlined in the query, so for them this does nothing.
+    """
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return
+    table = derived_tables()[name]
+    data_keys = lake_files(lake, CLOUDTRAIL_TABLE, start, end)
+    kept = existing_keys(lake, table, {partition_of(key)[1] for key in data_keys})
+    found = [table.key(key) for key in data_keys if table.key(key) in kept]
+    computed = _derive_missing(lake, table, [key for key in data_keys if table.key(key) not in kept])
+    parts = []
+    if found:
+        parts.append(_files_relation(con, lake, f"{name}_files", [lake.path(key) for key in found], table.prefix))
+    if computed:
+        con.register(f"{name}_computed", pa.concat_tables(computed))
+        parts.append(f"SELECT * FROM {name}_computed")
+    body = " UNION ALL BY NAME ".join(parts) or f"SELECT * FROM ({table.query.sql}) WHERE false"
+    con.execute(f"CREATE OR REPLACE VIEW {name} AS {body}")
+
+
+def _derive_missing(lake: Storage, table: DerivedTable, data_keys: list[str]) -> list[pa.Table]:
+    """Derive what data files lack, reading only the columns the table needs; keep the files when allowed."""
+    if not data_keys:
+        return []
+    rounds: list[list[str]] = []
+    for key in data_keys:  # a round holds one file per partition
+        free = next((r for r in rounds if all(partition_of(k) != partition_of(key) for k in r)), None)
+        if free is None:
+            rounds.append(free := [])
+        free.append(key)
+    computed = []
+    deriver = Deriver()
+    try:
+        for keys in rounds:
+            rows = ds.dataset([lake.path(key) for key in keys], filesystem=lake.fs, format="parquet",
+                              partitioning=ds.partitioning(partition_schema(load_schema()), flavor="hive"),
+                              partition_base_dir=lake.path(CLOUDTRAIL_TABLE))
+            result = deriver.derive(rows, (table.name,))[table.name]
+            computed.append(result)
+            for data_key, part in split_by_partition(result, [(key, partition_of(key)) for key in keys]):
+                try:
+                    lake.write_bytes(table.key(data_key), parquet_bytes(part))
+                except StorageError as exc:
+                    logging.getLogger(__name__).info("derived file for %s not kept: %s", data_key, exc)
+    finally:
+        deriver.close()
+    return computed
+
+
+def _files_relation(con: duckdb.DuckDBPyConnection, lake: Storage, name: str, paths: list[str], base: str) -> str:
+    """SQL reading the given Parquet files of a Hive-partitioned folder, partition columns included."""
+    schema = load_schema()
+    if lake.is_local:
+        listed = ", ".join(_quote(path) for path in paths)
+        return f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true, hive_types = {_hive_types(schema)})"
+    dataset = ds.dataset(paths, filesystem=lake.fs, format="parquet", partition_base_dir=lake.path(base),
+                         partitioning=ds.partitioning(partition_schema(schema), flavor="hive"))
+    con.register(name, dataset)
+    return f"SELECT * FROM {name}"
 
 
 @dataclass

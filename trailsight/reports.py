@@ -31,7 +31,7 @@ import orjson
 from trailsight.athena import AthenaConnection, AthenaSettings
 from trailsight.errors import QueryError, UsageError, first_line
 from trailsight.integrity import verify_digests
-from trailsight.query import connect
+from trailsight.query import connect, use_derived
 from trailsight.sqlfiles import load_sql
 from trailsight.storage import Storage
 
@@ -160,9 +160,10 @@ def failed_calls_report(lake: LakeLike, day: date | str, limit: int = DEFAULT_LI
     """Failures by code, API and principal; access-denied families apart from throttling and not-found noise."""
     day = as_day(day)
     since = day - timedelta(days=new_failure_days)
-    with lake_connection(lake, con) as c:
-        parts = _dimensions(run_report_sql(c, "failed_calls", day=day, limit=limit))
-        new_kinds = run_report_sql(c, "failed_calls_new_kinds", day=day, since=since)
+    storage = lake if isinstance(lake, Storage) else Storage(str(lake))
+    with lake_connection(storage, con) as c:
+        use_derived(c, storage, "failure_kinds", since, day)
+        parts = _dimensions(run_report_sql(c, "failed_calls", day=day, limit=limit, since=since))
     by_code = [{"error_code": r["name"], "family": r["family"], "failures": r["failures"],
                 "principals": r["principals"], "apis": r["apis"], "sample_message": _message(r["sample_message"]),
                 "first_seen": r["first_failure"], "last_seen": r["last_failure"]} for r in parts.get("error_code", [])]
@@ -172,8 +173,11 @@ def failed_calls_report(lake: LakeLike, day: date | str, limit: int = DEFAULT_LI
     by_principal = [{"principal": r["name"], "principal_type": r["principal_type"], **{k: r[k] for k in common},
                      "error_codes": _trim(r["error_codes"]), "first_failure": r["first_failure"],
                      "last_failure": r["last_failure"]} for r in parts.get("principal", [])]
-    for row in new_kinds:
-        row["sample_message"] = _message(row["sample_message"])
+    new_kinds = [{"eventsource": r["eventsource"], "eventname": r["eventname"], "error_code": r["error_code"],
+                  "family": r["family"], "failures": r["failures"], "principals": r["principals"],
+                  "sample_message": _message(r["sample_message"]), "first_seen": r["first_failure"],
+                  "last_seen": r["last_failure"], "new_error_code": r["new_error_code"]}
+                 for r in parts.get("new_kind", [])]
     families: dict[str, int] = {}
     for row in by_code:
         families[row["family"]] = families.get(row["family"], 0) + row["failures"]

@@ -15,7 +15,12 @@ from trailsight.schema import PROJECT_ROOT
 
 SQL_DIR = PROJECT_ROOT / "sql"
 VIEWS_DIR = SQL_DIR / "views"
+DERIVED_DIR = SQL_DIR / "derived"
 HEADER = re.compile(r"^--\s*(\w+):\s*(.*)$")
+# Athena's JSON function, so analysts' existing CloudTrail queries run unchanged on DuckDB.
+ATHENA_COMPAT_MACROS = (
+    "CREATE OR REPLACE MACRO json_extract_scalar(doc, path) AS json_extract_string(doc, path)",
+)
 
 
 @dataclass(frozen=True)
@@ -56,3 +61,9 @@ def load_views() -> tuple[SqlFile, ...]:
     """Views over the lake tables (`sql/views/*.sql`), shared by the reports: created in DuckDB, inlined as
     WITH clauses for Athena."""
     return tuple(parse_sql_file(path.stem, path.read_text()) for path in sorted(VIEWS_DIR.glob("*.sql")))
+
+
+@cache
+def load_derived() -> tuple[SqlFile, ...]:
+    """Tables derived from each data file of the lake (`sql/derived/*.sql`), see trailsight.derived."""
+    return tuple(parse_sql_file(path.stem, path.read_text()) for path in sorted(DERIVED_DIR.glob("*.sql")))
