@@ -11,10 +11,11 @@ cores). Then, on the lake:
    connection: seconds, and Parquet bytes read (DuckDB profiling, `io.total_bytes_read`, summed over the
    report's queries) against the raw gzip bytes delivered that day;
 2. the whole `write_daily_report` for that day;
-3. the spike report for every day that has history, scored against the generator's `ground_truth.json`:
+3. the spike report on each day with an injected spike, where insights are found and attributed;
+4. the spike report for every day that has history, scored against the generator's `ground_truth.json`:
    an incident is found when an insight of its type (and error code) on its account, region and API overlaps
    its window; an insight is correct when it overlaps an incident on its account, region and API;
-4. the injected security incidents (root sign-in without MFA, world-open security group, StopLogging): each
+5. the injected security incidents (root sign-in without MFA, world-open security group, StopLogging): each
    must be listed, by event ID, in the findings of the controls meant to catch it.
 """
 
@@ -227,6 +228,16 @@ def main() -> None:
         seconds, measure = run_report(lake, name, day)
         print(f"{name:<14}{seconds:>9.2f}{measure.bytes_read / 1e6:>10.1f}"
               f"{100 * measure.bytes_read / gzip_bytes:>7.1f}%  {len(measure.queries)}")
+    print()
+
+    incident_days = sorted({date.fromisoformat(t["start"][:10]) for t in json.loads(
+        (archive / "ground_truth.json").read_text()) if t["kind"] in SPIKE_KINDS})
+    print("the spike report on the days with an injected spike (insights found read their windows' events):")
+    for spike_day in incident_days:
+        run_report(lake, "spikes", spike_day)
+        seconds, measure = run_report(lake, "spikes", spike_day)
+        print(f"  {spike_day}: {seconds:.2f} s, {measure.bytes_read / 1e6:.1f} MB read, "
+              f"{100 * measure.bytes_read / delivered_gzip_bytes(archive, spike_day):.1f}% of its gzip")
     print()
 
     with tempfile.TemporaryDirectory() as out:

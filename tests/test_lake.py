@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from conftest import WriteLog, day_start, log_key, make_event
 
@@ -111,6 +112,20 @@ def test_lake_is_readable_by_pyarrow_with_hive_partitions(tmp_path: Path, write_
     ingest(tmp_path / "source", tmp_path / "lake", workers=1)
     table = ds.dataset(tmp_path / "lake" / "cloudtrail", format="parquet", partitioning="hive").to_table()
     assert table.num_rows == 1 and {"event_date", "account", "region", "eventtime"} <= set(table.column_names)
+
+
+def test_repeating_columns_nested_ones_included_are_dictionary_encoded_and_times_delta_encoded(
+        tmp_path: Path, write_log: WriteLog) -> None:
+    when = day_start(2024, 5, 1).replace(hour=9)
+    write_log(log_key(when), [make_event(when + timedelta(seconds=i)) for i in range(50)])
+    ingest(tmp_path / "source", tmp_path / "lake", workers=1)
+    (path,) = (tmp_path / "lake" / "cloudtrail").rglob("*.parquet")
+    metadata = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {metadata.column(i).path_in_schema: metadata.column(i).encodings for i in range(metadata.num_columns)}
+    for repeating in ("eventname", "useridentity.arn", "useridentity.sessioncontext.sessionissuer.arn"):
+        assert "RLE_DICTIONARY" in encodings[repeating], repeating
+    assert "RLE_DICTIONARY" not in encodings["eventid"]
+    assert "DELTA_BINARY_PACKED" in encodings["eventtime"]
 
 
 def test_second_writer_is_refused_with_a_clear_message(tmp_path: Path, write_log: WriteLog) -> None:

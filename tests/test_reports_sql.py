@@ -8,8 +8,8 @@ import pytest
 import sqlglot
 from sqlglot.errors import ErrorLevel
 
-from trailsight.reports import REPORTS
 from trailsight.athena import render
+from trailsight.reports import REPORTS
 from trailsight.sqlfiles import SQL_DIR, SqlFile, load_derived, load_sql, load_views
 
 REPORT_PREFIXES = ("summary", "top_callers", "failed_calls", "spikes_", "security_")

@@ -58,10 +58,21 @@ IN_FLIGHT_PER_WORKER = 4
 # Dictionary encoding only where values repeat; free-form and unique columns gain nothing from it.
 _UNIQUE_COLUMNS = {"eventid", "requestid", "requestparameters", "responseelements", "additionaleventdata",
                    "extrafields", "eventhash", "eventtime", "sharedeventid"}
+
+
+def _leaf_columns(schema: pa.Schema) -> list[str]:
+    """Parquet's dotted paths of the schema's leaf columns (`useridentity.arn`): Parquet options name leaves,
+    and a struct's name alone leaves its fields without the option."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), sink)
+    return [column.path for column in pq.ParquetFile(sink.getvalue()).schema]
+
+
 PARQUET_OPTIONS = {
     "compression": "zstd",
     "compression_level": 3,
-    "use_dictionary": [f.name for f in arrow_schema(load_schema()) if f.name not in _UNIQUE_COLUMNS],
+    "use_dictionary": [path for path in _leaf_columns(arrow_schema(load_schema()))
+                       if path.split(".")[0] not in _UNIQUE_COLUMNS],
     "row_group_size": 32 * 1024,
     "write_statistics": True,
     # Rows are in time order, so a timestamp is a small step from the one before: a third of the plain size,
