@@ -18,7 +18,7 @@ from trailsight.lake import lake_files
 from trailsight.query import connect, use_derived
 from trailsight.reports import jsonable, run_reports
 from trailsight.sqlfiles import SqlFile
-from trailsight.storage import Storage
+from trailsight.storage import Storage, copy_objects
 
 DAY = date(2024, 3, 10)
 FIRST = DAY - timedelta(days=3)
@@ -119,3 +119,17 @@ def test_a_changed_definition_never_reads_files_of_the_old_one(fresh_lake: Path,
     monkeypatch.setattr(derived, "load_derived", lambda: (doubled,))
     assert derived.derived_tables()["failure_kinds"].version != old_version
     assert total(fresh_lake) == 2 * single
+
+
+def test_an_s3_lake_reads_its_derived_files_and_derives_what_it_lacks(lake: Path, s3_bucket: str) -> None:
+    local = report_data(lake)
+    remote = Storage(f"{s3_bucket}/lake")
+    copy_objects(Storage(lake), remote)
+    assert jsonable(run_reports(remote, DAY, CHECKED_REPORTS)[0]) == local
+    derived_files = [obj.key for obj in remote.list_files(derived.DERIVED_PREFIX)]
+    for key in derived_files:
+        remote.delete(key)
+    assert jsonable(run_reports(remote, DAY, CHECKED_REPORTS)[0]) == local
+    kept = {obj.key for obj in remote.list_files(derived.DERIVED_PREFIX)}
+    assert kept <= set(derived_files), "what a report needed is derived again, and kept"
+    assert {key.split("/")[1] for key in kept if f"event_date={DAY}" in key} == set(derived.derived_tables())
