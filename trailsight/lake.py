@@ -75,8 +75,8 @@ PARQUET_OPTIONS = {
                        if path.split(".")[0] not in _UNIQUE_COLUMNS],
     "row_group_size": 32 * 1024,
     "write_statistics": True,
-    # Rows are in time order, so a timestamp is a small step from the one before: a third of the plain size,
-    # and a third of what every report reads for its times.
+    # Rows are in time order, so a timestamp is a small step from the one before: 40% of the plain size,
+    # and of what every report reads for its times.
     "column_encoding": {"eventtime": "DELTA_BINARY_PACKED"},
 }
 
