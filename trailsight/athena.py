@@ -20,6 +20,7 @@ from sqlglot import exp
 from trailsight.aws import client
 from trailsight.conversion import CLOUDTRAIL_TABLE, INSIGHTS_TABLE
 from trailsight.errors import QueryError, UsageError, first_line
+from trailsight.lake import lake_partitions
 from trailsight.schema import TableSchema, hive_type, load_schema
 from trailsight.sqlfiles import load_derived, load_views
 from trailsight.storage import Storage
@@ -47,14 +48,9 @@ def _lake_url(lake: Storage) -> str:
 
 def partition_values(lake: Storage, table: str) -> dict[str, list[str]]:
     """Accounts and regions present in the lake: the enum projections' values."""
-    accounts: set[str] = set()
-    regions: set[str] = set()
-    for day_dir in lake.list_dirs(table):
-        for account_dir in lake.list_dirs(f"{table}/{day_dir}"):
-            accounts.add(account_dir.removeprefix("account="))
-            for region_dir in lake.list_dirs(f"{table}/{day_dir}/{account_dir}"):
-                regions.add(region_dir.removeprefix("region="))
-    return {"account": sorted(accounts) or ["unknown"], "region": sorted(regions) or ["unknown"]}
+    partitions = lake_partitions(lake, table)
+    return {"account": sorted({p[2] for p in partitions}) or ["unknown"],
+            "region": sorted({p[3] for p in partitions}) or ["unknown"]}
 
 
 def table_properties(location: str, table: str, values: dict[str, list[str]]) -> dict[str, str]:

@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from trailsight.conversion import CLOUDTRAIL_TABLE
+from trailsight.lake import lake_partitions
 from trailsight.storage import Storage
 
 SEVERITIES = ("critical", "high", "medium", "low")
@@ -299,23 +299,6 @@ def _pattern_finding(control_id: str, account: str, principal: str | None, count
                    events[: config.max_events_per_finding], details)
 
 
-def regions_used(lake: Storage, start: date, end: date) -> set[tuple[str, str]]:
-    """(account, region) pairs with events dated in [start, end], read from the partition folders: no Parquet."""
-    pairs: set[tuple[str, str]] = set()
-    for folder in lake.list_dirs(CLOUDTRAIL_TABLE):
-        try:
-            folder_day = date.fromisoformat(folder.removeprefix("event_date="))
-        except ValueError:
-            continue
-        if not start <= folder_day <= end:
-            continue
-        for account_dir in lake.list_dirs(f"{CLOUDTRAIL_TABLE}/{folder}"):
-            account = account_dir.removeprefix("account=")
-            for region_dir in lake.list_dirs(f"{CLOUDTRAIL_TABLE}/{folder}/{account_dir}"):
-                pairs.add((account, region_dir.removeprefix("region=")))
-    return pairs
-
-
 def run_detections(lake: Storage, con: duckdb.DuckDBPyConnection, day: date,
                    config: DetectionConfig | None = None) -> DetectionResult:
     """Every control for one day, findings sorted by severity then time."""
@@ -357,9 +340,11 @@ def run_detections(lake: Storage, con: duckdb.DuckDBPyConnection, day: date,
             f"{row['account']} from {row['source_ip']}",
             {"user_names": users, "source_ip": row["source_ip"]}, events, config))
 
-    seen = regions_used(lake, day - timedelta(days=config.new_region_history_days), day - timedelta(days=1))
+    used = lake_partitions(lake, start=day - timedelta(days=config.new_region_history_days), end=day)
+    seen = {(account, region) for _, used_day, account, region in used if used_day < day}
     accounts_seen = {account for account, _ in seen}
-    new_regions = sorted(pair for pair in regions_used(lake, day, day) - seen if pair[0] in accounts_seen)
+    today = {(account, region) for _, used_day, account, region in used if used_day == day}
+    new_regions = sorted(pair for pair in today - seen if pair[0] in accounts_seen)
     for account, region in new_regions:
         activity = run_report_sql(con, "security_region_activity", day=day, account=account, region=region)
         if not activity:

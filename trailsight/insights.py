@@ -50,6 +50,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from trailsight.lake import lake_partitions
 from trailsight.query import use_derived
 from trailsight.storage import Storage
 
@@ -288,26 +289,11 @@ def _midnight(day: date) -> datetime:
 
 
 def account_history(lake: Storage, day: date, history_days: int) -> dict[str, date]:
-    """First day with data per account within the `history_days` before `day`, from the lake's folders.
-
-    Partition folders answer this without reading a byte of Parquet.
-    """
-    from trailsight.conversion import CLOUDTRAIL_TABLE
-
+    """First day with data per account within the `history_days` before `day`, from the lake's folders."""
     first: dict[str, date] = {}
-    start = day - timedelta(days=history_days)
-    for folder in sorted(lake.list_dirs(CLOUDTRAIL_TABLE)):
-        if not folder.startswith("event_date="):
-            continue
-        try:
-            folder_day = date.fromisoformat(folder.removeprefix("event_date="))
-        except ValueError:
-            continue
-        if not start <= folder_day < day:
-            continue
-        for account_dir in lake.list_dirs(f"{CLOUDTRAIL_TABLE}/{folder}"):
-            if account_dir.startswith("account="):
-                first.setdefault(account_dir.removeprefix("account="), folder_day)
+    for _, folder_day, account, _ in lake_partitions(lake, start=day - timedelta(days=history_days),
+                                                     end=day - timedelta(days=1)):
+        first.setdefault(account, folder_day)
     return first
 
 

@@ -482,18 +482,33 @@ def _record_run(lake: Storage, summary: IngestSummary) -> None:
     lake.write_bytes(f"{RUNS_PREFIX}/{stamp}-ingest.json", orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2))
 
 
+def _day_folders(lake: Storage, table: str, start: date | None, end: date | None) -> list[tuple[date, str]]:
+    """A table's `event_date=` folders dated in [start, end] (unbounded when not given), in date order."""
+    days = []
+    for name in lake.list_dirs(table):
+        try:
+            day = date.fromisoformat(name.removeprefix("event_date="))
+        except ValueError:
+            continue
+        if name.startswith("event_date=") and not ((start and day < start) or (end and day > end)):
+            days.append((day, name))
+    return sorted(days)
+
+
 def lake_files(lake: Storage, table: str = CLOUDTRAIL_TABLE, start: date | None = None,
                end: date | None = None) -> list[str]:
     """Keys of a table's Parquet files, restricted to event dates in [start, end] when given."""
-    keys = []
-    for day_dir in lake.list_dirs(table):
-        if not day_dir.startswith("event_date="):
-            continue
-        day = date.fromisoformat(day_dir.removeprefix("event_date="))
-        if (start and day < start) or (end and day > end):
-            continue
-        keys += [o.key for o in lake.list_files(f"{table}/{day_dir}") if o.key.endswith(".parquet")]
-    return keys
+    return [o.key for _, folder in _day_folders(lake, table, start, end)
+            for o in lake.list_files(f"{table}/{folder}") if o.key.endswith(".parquet")]
+
+
+def lake_partitions(lake: Storage, table: str = CLOUDTRAIL_TABLE, start: date | None = None,
+                    end: date | None = None) -> list[Partition]:
+    """A table's partitions dated in [start, end], in date order, from its folders: no Parquet is opened."""
+    return [(table, day, account.removeprefix("account="), region.removeprefix("region="))
+            for day, folder in _day_folders(lake, table, start, end)
+            for account in lake.list_dirs(f"{table}/{folder}")
+            for region in lake.list_dirs(f"{table}/{folder}/{account}")]
 
 
 DAYS_PREFIX = "_trailsight/days"
