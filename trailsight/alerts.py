@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from trailsight.aws import client
 from trailsight.errors import TrailsightError, UsageError
-from trailsight.storage import Storage
+from trailsight.storage import Storage, as_storage
 
 SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 LEDGER_PREFIX = "_trailsight/alerts"
@@ -109,7 +109,7 @@ def _publish_sns(topic_arn: str, alert: Alert) -> None:
 def publish_alerts(alerts: list[Alert], lake: str | Storage, sns_topic_arn: str | None = None,
                    webhook_url: str | None = None) -> AlertOutcome:
     """Send each alert not sent before, then record it in the lake's ledger."""
-    lake = lake if isinstance(lake, Storage) else Storage(lake)
+    lake = as_storage(lake)
     outcome = AlertOutcome()
     if not (sns_topic_arn or webhook_url):
         return outcome

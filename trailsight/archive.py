@@ -49,7 +49,7 @@ from trailsight.discovery import LogObject, discover
 from trailsight.errors import ArchiveError, StorageError
 from trailsight.lake import QUARANTINE_PREFIX, lake_lock, partition_hashes, partition_key
 from trailsight.retention import ARCHIVE_CLASSES, Policy, load_policy
-from trailsight.storage import Storage
+from trailsight.storage import Storage, as_storage
 
 INDEX_MEMBER = "trailsight-index.json"
 BUNDLE_FORMAT = "trailsight-bundle/1"
@@ -67,7 +67,7 @@ def _now() -> str:
 
 
 def _storage(location: str | Path | Storage) -> Storage:
-    return location if isinstance(location, Storage) else Storage(location)
+    return as_storage(location)
 
 
 def _day_path(day: date) -> str:

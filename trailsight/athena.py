@@ -23,7 +23,7 @@ from trailsight.errors import QueryError, UsageError, first_line
 from trailsight.lake import lake_partitions
 from trailsight.schema import TableSchema, hive_type, load_schema
 from trailsight.sqlfiles import load_derived, load_views
-from trailsight.storage import Storage
+from trailsight.storage import Storage, as_storage
 
 # Athena's list price per TB scanned; one place to change it (or TRAILSIGHT_ATHENA_USD_PER_TB).
 USD_PER_TB_SCANNED = float(os.environ.get("TRAILSIGHT_ATHENA_USD_PER_TB", "5.0"))
@@ -89,7 +89,7 @@ def table_ddl(schema: TableSchema, database: str, table: str, location: str, val
 
 
 def ddl(lake: str | Storage, settings: AthenaSettings) -> str:
-    lake = lake if isinstance(lake, Storage) else Storage(lake)
+    lake = as_storage(lake)
     location = _lake_url(lake)
     schema = load_schema()
     return "\n".join(table_ddl(schema, settings.database, table, location, partition_values(lake, table))
@@ -114,7 +114,7 @@ def _table_input(schema: TableSchema, table: str, location: str, values: dict[st
 
 def create_tables(lake: str | Storage, settings: AthenaSettings) -> list[str]:
     """Create or update the Glue database and tables (idempotent); returns what was done per table."""
-    lake = lake if isinstance(lake, Storage) else Storage(lake)
+    lake = as_storage(lake)
     location = _lake_url(lake)
     glue = client("glue")
     schema = load_schema()

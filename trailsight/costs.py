@@ -39,7 +39,7 @@ from trailsight.retention import (
     load_policy,
 )
 from trailsight.schema import PROJECT_ROOT
-from trailsight.storage import Storage
+from trailsight.storage import Storage, as_storage
 
 DEFAULT_PRICES = PROJECT_ROOT / "retention-prices.toml"
 KIB = 1024
@@ -188,7 +188,7 @@ class Inventory:
 
 def take_inventory(source: str | Path | Storage, start: date | None = None, end: date | None = None) -> Inventory:
     """List the archive (or the delivery days [start, end] of it, a cheaper sample of a huge bucket)."""
-    storage = source if isinstance(source, Storage) else Storage(source)
+    storage = as_storage(source)
     found = discover(storage, start, end)
     others = [*found.digests, *found.others]
     dated = [o.delivery_date for o in [*found.event_files, *others] if o.delivery_date]
@@ -431,7 +431,7 @@ def cost_plan(source: str | Path | Storage, policy: Policy | None = None, prices
     years = years or default_years(policy)
     if not 1 <= years <= 30:
         raise PolicyError(f"years is {years}; give 1 to 30")
-    storage = source if isinstance(source, Storage) else Storage(source)
+    storage = as_storage(source)
     inventory = inventory if inventory is not None else take_inventory(storage, start, end)
     scenarios = project_costs(inventory, policy, prices, years)
     current = inventory.bytes / GIB * prices.classes["STANDARD"].storage_gb_month

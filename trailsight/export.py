@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from trailsight.conversion import CLOUDTRAIL_TABLE, INSIGHTS_TABLE, rebuild_event
 from trailsight.lake import lake_files
 from trailsight.schema import load_schema
-from trailsight.storage import Storage
+from trailsight.storage import Storage, as_storage
 
 FOLDER_OF_TABLE = {CLOUDTRAIL_TABLE: "CloudTrail", INSIGHTS_TABLE: "CloudTrail-Insight"}
 EVENTS_PER_FILE = 10_000
@@ -35,8 +35,8 @@ def _partition_values(key: str) -> dict[str, str]:
 def export(lake: str | Storage, out: str | Storage, start: date | None = None, end: date | None = None,
            events_per_file: int = EVENTS_PER_FILE) -> ExportSummary:
     """Write the events of [start, end] (all when no dates) back out as CloudTrail log files."""
-    lake = lake if isinstance(lake, Storage) else Storage(lake)
-    out = out if isinstance(out, Storage) else Storage(out)
+    lake = as_storage(lake)
+    out = as_storage(out)
     schema = load_schema()
     summary = ExportSummary()
     for table, folder in FOLDER_OF_TABLE.items():

@@ -52,7 +52,7 @@ import pyarrow as pa
 
 from trailsight.lake import lake_partitions
 from trailsight.query import use_derived
-from trailsight.storage import Storage
+from trailsight.storage import Storage, as_storage
 
 CALL_RATE = "ApiCallRateInsight"
 ERROR_RATE = "ApiErrorRateInsight"
@@ -320,7 +320,7 @@ def detect_spikes(lake: str | Storage, con: duckdb.DuckDBPyConnection, day: date
                   config: SpikeConfig | None = None) -> SpikeResult:
     """Find the day's Insights-style spikes; `con` is a connection from `trailsight.query.connect(lake)`."""
     config = config or SpikeConfig()
-    lake = lake if isinstance(lake, Storage) else Storage(lake)
+    lake = as_storage(lake)
     midnight = _midnight(day)
 
     history_start = day - timedelta(days=config.history_days)

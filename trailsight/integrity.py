@@ -48,7 +48,7 @@ from isal import isal_zlib
 from trailsight.conversion import DEFAULT_MAX_UNCOMPRESSED, BadInput, inflate
 from trailsight.discovery import LogObject, ObjectKind, discover
 from trailsight.errors import StorageError, UsageError
-from trailsight.storage import Storage
+from trailsight.storage import Storage, as_storage
 
 SIGNATURE_ALGORITHM = "SHA256withRSA"
 SIGNATURE_SUFFIX = ".signature"
@@ -512,6 +512,6 @@ def verify_digests(
     `public_keys` is a file (or mapping) of fingerprint to public key; without it signatures are not checked.
     Objects are read by `workers` threads: the work is waiting on storage, not computing.
     """
-    storage = source if isinstance(source, Storage) else Storage(source)
+    storage = as_storage(source)
     keys = load_public_keys(public_keys) if public_keys is not None else None
     return _Verifier(storage, day, keys, max(1, workers)).run(tuple(accounts), tuple(regions))

@@ -43,7 +43,7 @@ from trailsight.derived import Deriver
 from trailsight.discovery import Discovery, LogObject, discover
 from trailsight.errors import LakeLockedError, StorageError, TrailsightError
 from trailsight.schema import arrow_schema, load_schema
-from trailsight.storage import Storage
+from trailsight.storage import Storage, as_storage
 
 TABLES = (CLOUDTRAIL_TABLE, INSIGHTS_TABLE)
 LOCK_KEY = "_trailsight/lock"
@@ -415,8 +415,8 @@ def ingest(
     on_progress: ProgressCallback | None = None,
 ) -> IngestSummary:
     """Convert the CloudTrail files delivered for [start, end] (all when no dates) into the lake."""
-    source = source if isinstance(source, Storage) else Storage(source)
-    lake = lake if isinstance(lake, Storage) else Storage(lake)
+    source = as_storage(source)
+    lake = as_storage(lake)
     began = time.monotonic()
     summary = IngestSummary(source.url, lake.url, start and start.isoformat(), end and end.isoformat())
     scan_end = end + timedelta(days=1) if end else None
@@ -516,11 +516,11 @@ DAYS_PREFIX = "_trailsight/days"
 
 def mark_day_complete(lake: str | Storage, day: date, summary: dict) -> None:
     """Record that the daily job finished a day, so a backfill can skip it."""
-    lake = lake if isinstance(lake, Storage) else Storage(lake)
+    lake = as_storage(lake)
     lake.write_bytes(f"{DAYS_PREFIX}/{day.isoformat()}.json", orjson.dumps(summary, default=str))
 
 
 def completed_days(lake: str | Storage) -> set[date]:
-    lake = lake if isinstance(lake, Storage) else Storage(lake)
+    lake = as_storage(lake)
     return {date.fromisoformat(o.key.rsplit("/", 1)[-1].removesuffix(".json"))
             for o in lake.list_files(DAYS_PREFIX) if o.key.endswith(".json")}

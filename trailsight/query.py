@@ -32,7 +32,7 @@ from trailsight.errors import QueryError, StorageError, first_line
 from trailsight.lake import lake_files, partition_of
 from trailsight.schema import TableSchema, duckdb_type, load_schema, partition_schema
 from trailsight.sqlfiles import ATHENA_COMPAT_MACROS, load_views
-from trailsight.storage import Storage
+from trailsight.storage import Storage, as_storage
 
 
 def _empty_view_sql(schema: TableSchema) -> str:
@@ -93,7 +93,7 @@ def _register_s3_table(con: duckdb.DuckDBPyConnection, lake: Storage, table: str
 
 def connect(lake: str | Storage) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the lake's tables as views (local folder or S3)."""
-    lake = lake if isinstance(lake, Storage) else Storage(lake)
+    lake = as_storage(lake)
     schema = load_schema()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")

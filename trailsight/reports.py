@@ -33,7 +33,7 @@ from trailsight.errors import QueryError, UsageError, first_line
 from trailsight.integrity import verify_digests
 from trailsight.query import connect, use_derived
 from trailsight.sqlfiles import load_sql
-from trailsight.storage import Storage
+from trailsight.storage import Storage, as_storage
 
 if TYPE_CHECKING:
     from trailsight.detections import DetectionConfig
@@ -73,7 +73,7 @@ def lake_connection(lake: LakeLike, con: duckdb.DuckDBPyConnection | None = None
     if con is not None:
         yield con
         return
-    own = connect(lake if isinstance(lake, Storage) else str(lake))
+    own = connect(as_storage(lake))
     try:
         yield own
     finally:
@@ -160,7 +160,7 @@ def failed_calls_report(lake: LakeLike, day: date | str, limit: int = DEFAULT_LI
     """Failures by code, API and principal; access-denied families apart from throttling and not-found noise."""
     day = as_day(day)
     since = day - timedelta(days=new_failure_days)
-    storage = lake if isinstance(lake, Storage) else Storage(str(lake))
+    storage = as_storage(lake)
     with lake_connection(storage, con) as c:
         use_derived(c, storage, "failure_kinds", since, day)
         parts = _dimensions(run_report_sql(c, "failed_calls", day=day, limit=limit, since=since))
@@ -198,7 +198,7 @@ def spikes_report(lake: LakeLike, day: date | str, config: SpikeConfig | None = 
     from trailsight.insights import detect_spikes
 
     day = as_day(day)
-    storage = lake if isinstance(lake, Storage) else Storage(str(lake))
+    storage = as_storage(lake)
     with lake_connection(storage, con) as c:
         result = detect_spikes(storage, c, day, config)
     return {**result.as_dict(), "records": result.records()}
@@ -210,7 +210,7 @@ def security_report(lake: LakeLike, day: date | str, config: DetectionConfig | N
     from trailsight.detections import run_detections
 
     day = as_day(day)
-    storage = lake if isinstance(lake, Storage) else Storage(str(lake))
+    storage = as_storage(lake)
     with lake_connection(storage, con) as c:
         return run_detections(storage, c, day, config).as_dict()
 
@@ -318,7 +318,7 @@ def run_reports(lake: LakeLike, day: date | str, reports: str | list[str] | None
                 con: duckdb.DuckDBPyConnection | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     """Run the selected reports on one connection; returns their data and the seconds each took."""
     day = as_day(day)
-    storage = lake if isinstance(lake, Storage) else Storage(str(lake))
+    storage = as_storage(lake)
     results: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}
     with lake_connection(storage, con) as c:

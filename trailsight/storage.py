@@ -209,6 +209,11 @@ class Storage:
             raise storage_error(f"cannot delete {self.path(key)}", exc) from exc
 
 
+def as_storage(location: str | Path | Storage) -> Storage:
+    """The Storage at a path or URL; a Storage is taken as it is."""
+    return location if isinstance(location, Storage) else Storage(location)
+
+
 def copy_objects(source: Storage, target: Storage, prefix: str = "", threads: int = 16) -> int:
     """Copy every object under `prefix` from one location to another, keeping keys; returns the count.
 
