@@ -15,6 +15,7 @@ before the table existed, a run killed between the two writes) is derived when a
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -26,6 +27,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from trailsight.conversion import Partition
+from trailsight.errors import StorageError
 from trailsight.schema import arrow_schema, load_schema, partition_schema
 from trailsight.sqlfiles import ATHENA_COMPAT_MACROS, SqlFile, load_derived, load_views
 from trailsight.storage import Storage
@@ -90,14 +92,27 @@ class Deriver:
 
     def write(self, lake: Storage, files: list[tuple[str, Partition, pa.Table]]) -> None:
         """Write the derived files of data files just written, from their rows (in distinct partitions)."""
-        if not files:
-            return
-        rows = pa.concat_tables([with_partition_columns(table, partition) for _, partition, table in files],
-                                promote_options="default")
-        derived = self.derive(rows)
+        if files:
+            rows = pa.concat_tables([with_partition_columns(table, partition) for _, partition, table in files],
+                                    promote_options="default")
+            self.keep(lake, rows, [(key, partition) for key, partition, _ in files])
+
+    def keep(self, lake: Storage, rows: pa.Table | ds.Dataset, files: list[DataFile],
+             names: tuple[str, ...] | None = None, required: bool = True) -> dict[str, pa.Table]:
+        """Derive the rows of data files (in distinct partitions) and write each file's part; return the tables.
+
+        Unless `required`, a lake that cannot be written is logged and the tables returned all the same.
+        """
+        derived = self.derive(rows, names)
         for name, result in derived.items():
-            for data_key, part in split_by_partition(result, [(key, partition) for key, partition, _ in files]):
-                lake.write_bytes(derived_tables()[name].key(data_key), parquet_bytes(part))
+            for data_key, part in split_by_partition(result, files):
+                try:
+                    lake.write_bytes(derived_tables()[name].key(data_key), parquet_bytes(part))
+                except StorageError as exc:
+                    if required:
+                        raise
+                    logging.getLogger(__name__).info("derived file for %s not kept: %s", data_key, exc)
+        return derived
 
     def close(self) -> None:
         self.con.close()

@@ -8,7 +8,6 @@ read through pyarrow datasets registered in DuckDB, which push projections and f
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -25,10 +24,8 @@ from trailsight.derived import (
     Deriver,
     derived_tables,
     existing_keys,
-    parquet_bytes,
-    split_by_partition,
 )
-from trailsight.errors import QueryError, StorageError, first_line
+from trailsight.errors import QueryError, first_line
 from trailsight.lake import lake_files, partition_of
 from trailsight.schema import TableSchema, duckdb_type, load_schema, partition_schema
 from trailsight.sqlfiles import ATHENA_COMPAT_MACROS, load_views
@@ -153,13 +150,8 @@ def _derive_missing(lake: Storage, table: DerivedTable, data_keys: list[str]) ->
             rows = ds.dataset([lake.path(key) for key in keys], filesystem=lake.fs, format="parquet",
                               partitioning=ds.partitioning(partition_schema(load_schema()), flavor="hive"),
                               partition_base_dir=lake.path(CLOUDTRAIL_TABLE))
-            result = deriver.derive(rows, (table.name,))[table.name]
-            computed.append(result)
-            for data_key, part in split_by_partition(result, [(key, partition_of(key)) for key in keys]):
-                try:
-                    lake.write_bytes(table.key(data_key), parquet_bytes(part))
-                except StorageError as exc:
-                    logging.getLogger(__name__).info("derived file for %s not kept: %s", data_key, exc)
+            files = [(key, partition_of(key)) for key in keys]
+            computed.append(deriver.keep(lake, rows, files, (table.name,), required=False)[table.name])
     finally:
         deriver.close()
     return computed
