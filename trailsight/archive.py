@@ -44,7 +44,7 @@ import orjson
 from botocore.exceptions import ClientError
 
 from trailsight.aws import client
-from trailsight.conversion import Partition, convert_object, event_hash
+from trailsight.conversion import Partition, convert_object, signed_identity
 from trailsight.discovery import LogObject, discover
 from trailsight.errors import ArchiveError, StorageError
 from trailsight.lake import QUARANTINE_PREFIX, lake_lock, partition_hashes, partition_key
@@ -492,7 +492,8 @@ def verify_file(obj: LogObject, data: bytes, lake: LakeIndex, policy: Policy) ->
         return result
     records = (entry or {}).get("records") or []
     excused_indexes = {r.get("index") for r in records}
-    excused = np.array(sorted({event_hash(r["record"]) for r in records if isinstance(r.get("record"), dict)}),
+    excused = np.array(sorted({signed_identity(converted.identities[i]) for i in excused_indexes
+                               if isinstance(i, int) and 0 <= i < len(converted.identities)}),
                        dtype=np.int64)
     unexplained = [q.index for q in converted.quarantined if q.index not in excused_indexes]
     examples: list[str] = []

@@ -8,7 +8,6 @@ Input that is not CloudTrail goes to quarantine with a reason instead of stoppin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zlib
 from collections.abc import Callable
@@ -17,11 +16,15 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 
+import msgspec
+import numpy as np
 import orjson
 import pyarrow as pa
+import xxhash
 from isal import isal_zlib
 
 from trailsight.schema import Field, TableSchema, arrow_schema, load_schema
+from trailsight.typed_events import DECODE_ERRORS, Origin, Source, TypedBatch, split_records
 
 DEFAULT_MAX_UNCOMPRESSED = 512 * 1024 * 1024
 INSIGHT_EVENT_TYPE = "AwsCloudTrailInsight"
@@ -101,13 +104,13 @@ def load_json(text: bytes | str) -> Any:
     return json.loads(raw, parse_constant=_reject_constant)
 
 
-def parse_records(text: bytes) -> list[Any]:
-    """The `Records` list of a log file; anything else is BadInput."""
+def parse_json(text: bytes) -> Any:
+    """Parsed JSON text; anything that is not valid JSON is BadInput with the parser's reason."""
     try:
-        doc = load_json(text)
+        return load_json(text)
     except orjson.JSONDecodeError as orjson_error:
         try:
-            doc = json.loads(text, parse_constant=_reject_constant)
+            return json.loads(text, parse_constant=_reject_constant)
         except RecursionError as exc:
             raise BadInput("invalid JSON: nested too deeply") from exc
         except (ValueError, UnicodeDecodeError):
@@ -116,6 +119,11 @@ def parse_records(text: bytes) -> list[Any]:
         raise BadInput("invalid JSON: nested too deeply") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(f"invalid JSON: {exc}") from None
+
+
+def parse_records(text: bytes) -> list[Any]:
+    """The `Records` list of a log file; anything else is BadInput."""
+    doc = parse_json(text)
     if not isinstance(doc, dict) or "Records" not in doc:
         raise BadInput(f"not a CloudTrail log file: {_describe_lookalike(doc)}")
     records = doc["Records"]
@@ -124,12 +132,24 @@ def parse_records(text: bytes) -> list[Any]:
     return records
 
 
+def record_texts(text: bytes) -> list[bytes | msgspec.Raw]:
+    """Each record's JSON text as delivered: the bytes its identity is computed from.
+
+    A document the fast splitter refuses is parsed in full, so that its error is reported precisely or, when it
+    is valid after all (a lone surrogate escape, say), its records are re-serialized canonically.
+    """
+    try:
+        return split_records(text)
+    except DECODE_ERRORS:
+        return [canonical_json(record) for record in parse_records(text)]
+
+
 def canonical_json(value: Any) -> bytes:
-    """Key-sorted compact JSON; equal events give equal bytes."""
+    """Key-sorted compact JSON; equal values give equal bytes."""
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 def dump_json(value: Any) -> str:
@@ -140,10 +160,18 @@ def dump_json(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def event_hash(event: dict) -> int:
-    """64-bit signed hash of an event's canonical JSON: the de-duplication identity."""
-    digest = hashlib.blake2b(canonical_json(event), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+def record_identity(text: bytes | msgspec.Raw) -> int:
+    """The de-duplication identity of a record: the xxh3 64-bit hash of its JSON text as delivered, unsigned.
+
+    CloudTrail delivers a duplicate as the same bytes again, so equal text is the same event; two different
+    events sharing an eventID differ in their bytes.
+    """
+    return xxhash.xxh3_64_intdigest(text)
+
+
+def signed_identity(identity: int) -> int:
+    """The identity as the lake's signed 64-bit `eventhash`."""
+    return identity - (1 << 64) if identity >= 1 << 63 else identity
 
 
 # --- event time ------------------------------------------------------------------------------------------
@@ -332,6 +360,8 @@ class ConvertedFile:
     compressed_bytes: int = 0
     uncompressed_bytes: int = 0
     tables: dict[Partition, pa.Table] = field(default_factory=dict)
+    identities: list[int] = field(default_factory=list)
+    """Each record's identity (`record_identity`), by index; only when converted on its own."""
 
 
 def _partition_value(value: Any, fallback: str) -> str:
@@ -412,7 +442,7 @@ class RowBuilder:
         self.by_place: dict[tuple[Any, ...], list[list[Any]]] = {}
 
     def add(self, event: dict, micros: int, time_canonical: bool, source_key: str, account: str,
-            region: str) -> None:
+            region: str, identity: int) -> None:
         """Convert one event; nothing is kept unless the whole row converts."""
         patch: dict[str, Any] | None = None
         row: list[Any] = [None] * self.width
@@ -447,7 +477,7 @@ class RowBuilder:
         at = self.lineage_at
         row[at] = None if patch is None else dump_json(patch)
         row[at + 1] = source_key
-        row[at + 2] = event_hash(event)
+        row[at + 2] = signed_identity(identity)
         recipient, aws_region = event.get("recipientAccountId"), event.get("awsRegion")
         place = (micros // _MICROS_PER_DAY, recipient if type(recipient) is str else None,
                  aws_region if type(aws_region) is str else None, account, region)
@@ -481,11 +511,17 @@ def _record_reason(record: Any) -> str | None:
 
 
 class BatchConverter:
-    """Converts several objects into shared row builders, so that small files cost little each."""
+    """Converts several objects into shared row builders, so that small files cost little each.
 
-    def __init__(self, max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED) -> None:
+    Records that fit the schema's types go through the typed, column-at-a-time path; the others through the
+    exact row-by-row path. A file's result (its quarantined records) is final once `tables()` has run.
+    """
+
+    def __init__(self, max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED, keep_identities: bool = False) -> None:
         self.max_uncompressed = max_uncompressed
+        self.keep_identities = keep_identities
         self.builders = {name: RowBuilder(name) for name in (CLOUDTRAIL_TABLE, INSIGHTS_TABLE)}
+        self.typed = TypedBatch()
 
     def add(self, key: str, data: bytes, account: str, region: str) -> ConvertedFile:
         """Convert one log object's bytes. Never raises for bad input: it is reported in the result."""
@@ -493,33 +529,103 @@ class BatchConverter:
         try:
             text = inflate(data, self.max_uncompressed) if data[:2] == b"\x1f\x8b" else _plain_json(key, data)
             result.uncompressed_bytes = len(text)
-            records = parse_records(text)
+            records = record_texts(text)
         except BadInput as exc:
             result.file_error = str(exc)
             return result
         result.records_read = len(records)
-        for index, record in enumerate(records):
-            try:
-                reason = _record_reason(record)
-                if reason:
-                    raise BadInput(reason)
-                micros, canonical = parse_event_time(record.get("eventTime"))
-                table = INSIGHTS_TABLE if record.get("eventType") == INSIGHT_EVENT_TYPE else CLOUDTRAIL_TABLE
-                self.builders[table].add(record, micros, canonical, key, account, region)
-            except BadInput as exc:
-                result.quarantined.append(QuarantinedRecord(index, str(exc), record))
-            except (OverflowError, ValueError) as exc:
-                result.quarantined.append(QuarantinedRecord(index, f"unconvertible record: {exc}", record))
+        source = self.typed.add_source(Source(result, key, account, region))
+        identities = [record_identity(raw) for raw in records]
+        if self.keep_identities:
+            result.identities = identities
+        typed = self.typed
+        for index, raw in enumerate(records):
+            origin = (source, index, raw, identities[index])
+            if not typed.add(origin, INSIGHT_EVENT_TYPE):
+                self._convert_exactly(origin)
         return result
 
+    def _convert_exactly(self, origin: Origin) -> None:
+        number, index, raw, identity = origin
+        source = self.typed.sources[number]
+        record: Any = None
+        try:
+            record = parse_json(bytes(raw))
+            reason = _record_reason(record)
+            if reason:
+                raise BadInput(reason)
+            micros, canonical = parse_event_time(record.get("eventTime"))
+            table = INSIGHTS_TABLE if record.get("eventType") == INSIGHT_EVENT_TYPE else CLOUDTRAIL_TABLE
+            self.builders[table].add(record, micros, canonical, source.key, source.account, source.region, identity)
+        except BadInput as exc:
+            source.result.quarantined.append(QuarantinedRecord(index, str(exc), _quarantined_value(record, raw)))
+        except (OverflowError, ValueError) as exc:
+            source.result.quarantined.append(QuarantinedRecord(index, f"unconvertible record: {exc}", record))
+
     def tables(self) -> dict[Partition, pa.Table]:
-        return {p: t for builder in self.builders.values() for p, t in builder.tables().items()}
+        typed, days, sources, handed_back = self.typed.build()
+        for origin in handed_back:
+            self._convert_exactly(origin)
+        for number in {origin[0] for origin in handed_back}:
+            self.typed.sources[number].result.quarantined.sort(key=lambda q: q.index)
+        parts: dict[Partition, list[pa.Table]] = {}
+        for partition, rows in self._typed_partitions(typed, days, sources).items():
+            parts.setdefault(partition, []).append(rows)
+        for builder in self.builders.values():
+            for partition, rows in builder.tables().items():
+                parts.setdefault(partition, []).append(rows)
+        return {p: pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces) for p, pieces in parts.items()}
+
+    def _typed_partitions(self, rows: pa.Table, days: np.ndarray, sources: np.ndarray) -> dict[Partition, pa.Table]:
+        """The typed rows split by partition: slices when each partition's rows are together, else one reordering."""
+        if not rows.num_rows:
+            return {}
+        accounts = rows.column("recipientaccountid").combine_chunks().dictionary_encode()
+        regions = rows.column("awsregion").combine_chunks().dictionary_encode()
+        places = np.stack([days, _codes(accounts), _codes(regions), sources], axis=1)
+        distinct, first_row, place_of_row = np.unique(places, axis=0, return_index=True, return_inverse=True)
+        account_names = accounts.dictionary.to_pylist()
+        region_names = regions.dictionary.to_pylist()
+        partition_ids: dict[Partition, int] = {}
+        place_partition = np.empty(len(distinct), dtype=np.int64)
+        for at in np.argsort(first_row):  # numbered in order of first appearance
+            day, account_code, region_code, number = distinct[at].tolist()
+            source = self.typed.sources[number]
+            partition = (
+                CLOUDTRAIL_TABLE,
+                (_EPOCH + timedelta(days=day)).date(),
+                _partition_value(account_names[account_code] if account_code >= 0 else None, source.account),
+                _partition_value(region_names[region_code] if region_code >= 0 else None, source.region),
+            )
+            place_partition[at] = partition_ids.setdefault(partition, len(partition_ids))
+        partition_of_row = place_partition[place_of_row.ravel()]
+        if np.all(partition_of_row[1:] >= partition_of_row[:-1]):
+            ordered = rows
+        else:
+            order = np.argsort(partition_of_row, kind="stable")
+            ordered = rows.take(pa.array(order))
+            partition_of_row = partition_of_row[order]
+        bounds = np.searchsorted(partition_of_row, np.arange(len(partition_ids) + 1))
+        return {partition: ordered.slice(bounds[i], bounds[i + 1] - bounds[i])
+                for partition, i in partition_ids.items()}
+
+
+def _codes(encoded: pa.DictionaryArray) -> np.ndarray:
+    return encoded.indices.fill_null(-1).to_numpy().astype(np.int64)
+
+
+def _quarantined_value(record: Any, raw: bytes | msgspec.Raw) -> Any:
+    """The record as quarantine keeps it: parsed when it parsed, else its text."""
+    text = bytes(raw)
+    if record is not None or text == b"null":
+        return record
+    return text.decode(errors="replace")
 
 
 def convert_object(key: str, data: bytes, account: str, region: str,
                    max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED) -> ConvertedFile:
     """Convert one object on its own, with its rows."""
-    batch = BatchConverter(max_uncompressed)
+    batch = BatchConverter(max_uncompressed, keep_identities=True)
     result = batch.add(key, data, account, region)
     result.tables = batch.tables()
     return result

@@ -1,0 +1,267 @@
+"""Stage 2, conversion, fast path: well-formed events decoded straight into Arrow columns.
+
+Nearly every CloudTrail event holds only fields the schema knows, with the types it expects. For those,
+msgspec decodes the record into a struct generated from the schema (free-form objects stay as their raw JSON
+text, never parsed), and a batch's rows become Arrow arrays a column at a time instead of a value at a time.
+Whatever does not fit (unknown fields, explicit nulls outside free-form objects, values of an unexpected type,
+non-canonical or impossible times, Insights records, look-alike notifications, bytes that are not UTF-8) is
+handed back to the exact row-by-row conversion in `conversion`, so both paths keep every event losslessly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from trailsight.schema import Field, arrow_schema, arrow_type, load_schema
+
+# Nested values that repeat from event to event (one caller's identity, the TLS details): each distinct text is
+# decoded and converted once per batch, and the column is built by index.
+MEMOIZED = frozenset({"userIdentity", "tlsDetails", "resources"})
+JSON_NULL = b"null"
+_MICROS_PER_DAY = 86_400_000_000
+_CANONICAL_TIME = "%Y-%m-%dT%H:%M:%SZ"
+DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
+
+
+class NotTyped(Exception):
+    """The record does not fit the typed structs; the exact conversion takes it."""
+
+
+def _msgspec_type(f: Field, name: str) -> Any:
+    match f.type:
+        case "string" | "timestamp":
+            return str
+        case "boolean":
+            return bool
+        case "json":
+            return msgspec.Raw
+        case "map":
+            return dict[str, str]
+        case "struct":
+            return _struct_type(f.fields, name)
+        case "array":
+            assert f.items is not None
+            return list[_msgspec_type(f.items, f"{name}_item")]
+    raise ValueError(f"no typed decoding for {f.type}")
+
+
+def _struct_type(fields: tuple[Field, ...], name: str, raw: frozenset[str] = frozenset()) -> type[msgspec.Struct]:
+    """A struct whose fields default to None: a missing field is None, an explicit null fails to decode."""
+    return msgspec.defstruct(
+        name,
+        [(c.source, msgspec.Raw if c.source in raw else _msgspec_type(c, f"{name}_{c.name}"), None) for c in fields],
+        forbid_unknown_fields=True,
+    )
+
+
+@dataclass(frozen=True)
+class _Decoders:
+    records: msgspec.json.Decoder
+    event: msgspec.json.Decoder
+    memoized: dict[str, msgspec.json.Decoder]
+    columns: tuple[Field, ...]
+    schema: pa.Schema
+
+
+@cache
+def _decoders() -> _Decoders:
+    schema = load_schema()
+    log_file = msgspec.defstruct("LogFile", [("Records", list[msgspec.Raw])])
+    event = _struct_type(schema.columns, "Event", MEMOIZED)
+    memoized = {c.source: msgspec.json.Decoder(_msgspec_type(c, c.name)) for c in schema.columns
+                if c.source in MEMOIZED}
+    return _Decoders(msgspec.json.Decoder(log_file), msgspec.json.Decoder(event), memoized, schema.columns,
+                     arrow_schema(schema))
+
+
+def split_records(text: bytes) -> list[msgspec.Raw]:
+    """Each record's JSON text, exactly as delivered, without parsing the records.
+
+    Raises one of DECODE_ERRORS when the text is not a `{"Records": [...]}` document.
+    """
+    return _decoders().records.decode(text).Records
+
+
+Origin = tuple[int, int, msgspec.Raw, int]
+"""Where a record came from, to convert it again or to place it: (source number, index in its file, its JSON
+text, its identity). A plain tuple: one is made per event."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One log object of the batch: its conversion result and what its key says."""
+
+    result: Any
+    key: str
+    account: str
+    region: str
+
+
+class TypedBatch:
+    """Typed rows of many files, turned into one Arrow table when the batch is done."""
+
+    def __init__(self) -> None:
+        self.decoders = _decoders()
+        self.events: list[msgspec.Struct] = []
+        self.origins: list[Origin] = []
+        self.sources: list[Source] = []
+
+    def add_source(self, source: Source) -> int:
+        self.sources.append(source)
+        return len(self.sources) - 1
+
+    def add(self, origin: Origin, insight_type: str) -> bool:
+        """Take the record when it fits the typed structs; False leaves it to the exact conversion."""
+        try:
+            event = self.decoders.event.decode(origin[2])
+        except DECODE_ERRORS:
+            return False
+        time = event.eventTime  # type: ignore[attr-defined]
+        if time is None or len(time) != 20 or time[10] != "T" or time[19] != "Z":
+            return False
+        source = event.eventSource  # type: ignore[attr-defined]
+        if (source is not None and source.startswith("aws:")) or event.eventType == insight_type:  # type: ignore[attr-defined]
+            return False
+        self.events.append(event)
+        self.origins.append(origin)
+        return True
+
+    def build(self) -> tuple[pa.Table, np.ndarray, np.ndarray, list[Origin]]:
+        """(the rows that converted, their day numbers, their source numbers, the records handed back)."""
+        rows = len(self.events)
+        if not rows:
+            return self.decoders.schema.empty_table(), np.zeros(0, np.int64), np.zeros(0, np.int64), []
+        refused = np.zeros(rows, dtype=bool)
+        null_json: list[tuple[int, str]] = []
+        arrays = []
+        micros = np.zeros(0, dtype=np.int64)
+        astuple = msgspec.structs.astuple
+        columns = zip(*[astuple(event) for event in self.events], strict=True)
+        for c, values in zip(self.decoders.columns, columns, strict=True):
+            if c.source in MEMOIZED:
+                arrays.append(self._memoized_column(c, values, refused))
+            elif c.type == "json":
+                arrays.append(_json_column(c, values, refused, null_json))
+            elif c.type == "timestamp":
+                times = pc.strptime(pa.array(values, pa.string()), format=_CANONICAL_TIME, unit="us",
+                                    error_is_null=True)
+                refused |= times.is_null().to_numpy(zero_copy_only=False)
+                micros = times.cast(pa.int64()).fill_null(0).to_numpy()
+                arrays.append(times.cast(arrow_type(c)))
+            else:
+                arrays.append(_column(c, values))
+        source_numbers, _, _, identities = zip(*self.origins, strict=True)
+        sources = np.array(source_numbers, dtype=np.int64)
+        arrays.append(_extrafields(rows, null_json))
+        arrays.append(pa.DictionaryArray.from_arrays(
+            pa.array(sources, pa.int32()), pa.array([s.key for s in self.sources], pa.string())).cast(pa.string()))
+        arrays.append(pa.array(np.array(identities, dtype=np.uint64).view(np.int64)))
+        table = pa.Table.from_arrays(arrays, schema=self.decoders.schema)
+        handed_back = [self.origins[i] for i in np.flatnonzero(refused)]
+        if handed_back:
+            kept = ~refused
+            table = table.filter(pa.array(kept))
+            micros, sources = micros[kept], sources[kept]
+        return table, micros // _MICROS_PER_DAY, sources, handed_back
+
+    def _memoized_column(self, c: Field, values: tuple[Any, ...], refused: np.ndarray) -> pa.Array:
+        """Each distinct text decoded and converted once; rows take their value by position.
+
+        Texts are told apart by their 128-bit xxh3 hash, so no copy of the text is made.
+        """
+        decoder = self.decoders.memoized[c.source]
+        seen: dict[int, int] = {}
+        distinct: list[Any] = []
+        positions: list[int | None] = []
+        fingerprint = xxhash.xxh3_128_intdigest
+        for row, value in enumerate(values):
+            if value is None:
+                positions.append(None)
+                continue
+            key = fingerprint(value)
+            at = seen.get(key)
+            if at is None:
+                try:
+                    decoded = decoder.decode(value)
+                except DECODE_ERRORS:
+                    decoded = NotTyped
+                at = seen[key] = len(distinct)
+                distinct.append(decoded)
+            if distinct[at] is NotTyped:
+                refused[row] = True
+                positions.append(None)
+            else:
+                positions.append(at)
+        converted = _column(c, [None if d is NotTyped else d for d in distinct])
+        return converted.take(pa.array(positions, pa.int32()))
+
+
+def _column(f: Field, values: Sequence[Any]) -> pa.Array:
+    """One column from decoded values (strings, booleans, structs, lists, dicts; None where absent)."""
+    match f.type:
+        case "struct":
+            children = [_column(c, [None if v is None else getattr(v, c.source) for v in values]) for c in f.fields]
+            mask = pa.array([v is None for v in values], pa.bool_())
+            return pa.StructArray.from_arrays(children, fields=list(arrow_type(f)), mask=mask)
+        case "array":
+            assert f.items is not None
+            offsets = [0]
+            items: list[Any] = []
+            for v in values:
+                if v is not None:
+                    items.extend(v)
+                offsets.append(len(items))
+            mask = pa.array([v is None for v in values], pa.bool_())
+            return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), _column(f.items, items),
+                                            type=arrow_type(f), mask=mask)
+        case "map":
+            return pa.array([None if v is None else list(v.items()) for v in values], arrow_type(f))
+    return pa.array(values, arrow_type(f))
+
+
+def _json_column(f: Field, values: tuple[Any, ...], refused: np.ndarray, null_json: list[tuple[int, str]]) -> pa.Array:
+    """Free-form objects as their delivered JSON text; an explicit null is noted for `extrafields`."""
+    if values.count(None) == len(values):
+        return pa.nulls(len(values), pa.string())
+    texts = [None if v is None else bytes(v) for v in values]
+    for row, text in enumerate(texts):
+        if text == JSON_NULL:
+            null_json.append((row, f.source))
+            texts[row] = None
+    binary = pa.array(texts, pa.binary())
+    try:
+        return binary.cast(pa.string())
+    except pa.ArrowInvalid:
+        for row, text in enumerate(texts):
+            if text is not None and not _is_utf8(text):
+                refused[row] = True
+                texts[row] = None
+        return pa.array(texts, pa.binary()).cast(pa.string())
+
+
+def _is_utf8(text: bytes) -> bool:
+    try:
+        text.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _extrafields(rows: int, null_json: list[tuple[int, str]]) -> pa.Array:
+    """The merge patch of a typed row: only the free-form fields that were an explicit null."""
+    patches: dict[int, list[str]] = {}
+    for row, source in null_json:
+        patches.setdefault(row, []).append(source)
+    texts: list[str | None] = [None] * rows
+    for row, sources in patches.items():
+        texts[row] = "{" + ",".join(f'"{source}":null' for source in sources) + "}"
+    return pa.array(texts, pa.string())
