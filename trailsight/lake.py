@@ -16,7 +16,9 @@ import gc
 import hashlib
 import multiprocessing
 import os
+import shutil
 import socket
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -25,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -49,6 +52,7 @@ TABLES = (CLOUDTRAIL_TABLE, INSIGHTS_TABLE)
 LOCK_KEY = "_trailsight/lock"
 RUNS_PREFIX = "_trailsight/runs"
 QUARANTINE_PREFIX = "_quarantine"
+SPILL_PREFIX = "trailsight-ingest-"
 LATE_HOURS = 3
 MAX_BUFFERED_ROWS = 64_000
 BATCH_BYTES = 1024 * 1024
@@ -156,32 +160,120 @@ def _hash_of_hashes(hashes: np.ndarray) -> str:
     return hashlib.blake2b(np.sort(hashes).tobytes(), digest_size=8).hexdigest()
 
 
+Rows = pa.Table | str
+"""Converted rows in memory, or the path of the Arrow file they were spilled to by a worker process."""
+
+
+def spill(rows: pa.Table, folder: str) -> str:
+    """Write rows to an Arrow file in `folder` (the ingest's private temporary folder) and return its path.
+
+    Rows cross from a conversion worker to a writing worker this way: the parent process, which decides what
+    each file holds, never copies them, and they wait in the page cache, not in any process's memory.
+    """
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=".arrow", delete=False) as handle:
+        path = handle.name
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, rows.schema) as writer:
+        writer.write_table(rows)
+    return path
+
+
+def load(rows: Rows) -> pa.Table:
+    """Rows in memory; a spilled file is mapped, not read."""
+    if isinstance(rows, str):
+        return pa.ipc.open_file(pa.memory_map(rows)).read_all()
+    return rows
+
+
+@dataclass
+class RowPiece:
+    """Converted rows of one partition, with the two columns the writer decides on."""
+
+    rows: Rows
+    hashes: np.ndarray
+    times: np.ndarray
+
+    @classmethod
+    def of(cls, rows: pa.Table, spill_folder: str | None) -> RowPiece:
+        times = rows.column("eventtime").cast(pa.int64()).to_numpy()
+        hashes = rows.column("eventhash").to_numpy()
+        return cls(spill(rows, spill_folder) if spill_folder else rows, hashes, times)
+
+
+@dataclass
+class FileToWrite:
+    """One data file the writer decided on: its key, and which buffered rows it holds, in order."""
+
+    key: str
+    partition: Partition
+    pieces: list[Rows]
+    order: np.ndarray
+
+
+def write_files(lake: Storage, files: list[FileToWrite], deriver: Deriver) -> None:
+    """Write data files, then their derived files (together: one query per derived table for the lot).
+
+    Runs in a worker process during a parallel ingest, so that encoding Parquet uses every core.
+    """
+    to_derive = []
+    for file in files:
+        rows = pa.concat_tables([load(piece) for piece in file.pieces]).take(pa.array(file.order))
+        for piece in file.pieces:
+            if isinstance(piece, str):
+                os.unlink(piece)
+        sink = pa.BufferOutputStream()
+        pq.write_table(rows.cast(_file_schema()), sink, **PARQUET_OPTIONS)
+        lake.write_bytes(file.key, sink.getvalue())
+        del sink
+        if file.partition[0] == CLOUDTRAIL_TABLE:
+            to_derive.append((file.key, file.partition, rows))
+        del rows
+    # After the data files: a file that a crash leaves without its derived files is derived when read.
+    deriver.write(lake, to_derive)
+    del to_derive
+    pa.default_memory_pool().release_unused()  # hand freed buffers back: the peak stays the rows in hand
+
+
+@cache
+def _process_deriver() -> Deriver:
+    """A worker process's own DuckDB connection for derived tables, kept for the life of the pool."""
+    return Deriver()
+
+
+def _write_files_task(lake_url: str, files: list[FileToWrite]) -> None:
+    write_files(_worker_storage(lake_url), files, _process_deriver())
+
+
 class PartitionWriter:
     """Buffers converted rows per partition and writes them as de-duplicated, atomic Parquet files.
 
     Memory stays bounded: when more than `max_rows` rows are buffered, the largest partitions are flushed.
+    The writer decides what each file holds (de-duplication needs every identity in one place); encoding
+    and writing the files is handed to `pool`'s worker processes when there is one, one round at a time.
     """
 
-    def __init__(self, lake: Storage, max_rows: int = MAX_BUFFERED_ROWS) -> None:
+    def __init__(self, lake: Storage, max_rows: int = MAX_BUFFERED_ROWS,
+                 pool: ProcessPoolExecutor | None = None) -> None:
         self.lake = lake
         self.max_rows = max_rows
-        self.buffers: dict[Partition, list[pa.Table]] = {}
+        self.pool = pool
+        self.buffers: dict[Partition, list[RowPiece]] = {}
         self.buffered: dict[Partition, int] = {}
         self.known: dict[Partition, np.ndarray] = {}
         self.written = 0
         self.duplicates = 0
         self.files_written: list[str] = []
-        self.deriver = Deriver()
-        self.to_derive: list[tuple[str, Partition, pa.Table]] = []
+        self.round: list[FileToWrite] = []
+        self.writing: Future[None] | None = None
+        self.deriver: Deriver | None = None
 
-    def add(self, partition: Partition, rows: pa.Table) -> None:
-        self.buffers.setdefault(partition, []).append(rows)
-        self.buffered[partition] = self.buffered.get(partition, 0) + rows.num_rows
+    def add(self, partition: Partition, piece: RowPiece) -> None:
+        self.buffers.setdefault(partition, []).append(piece)
+        self.buffered[partition] = self.buffered.get(partition, 0) + len(piece.hashes)
         if sum(self.buffered.values()) > self.max_rows:
             # Flush the largest partitions down to half the budget: fewer, larger files than flushing one at a time.
             while sum(self.buffered.values()) > self.max_rows // 2:
                 self.flush(max(self.buffered, key=self.buffered.__getitem__))
-            self.write_derived()
+            self.write_round()
 
     def _existing_hashes(self, partition: Partition) -> np.ndarray:
         if partition not in self.known:
@@ -189,51 +281,51 @@ class PartitionWriter:
         return self.known[partition]
 
     def flush(self, partition: Partition) -> None:
-        tables = self.buffers.pop(partition, [])
+        """Decide the partition's next file: its new events, in time order, once each."""
+        pieces = self.buffers.pop(partition, [])
         self.buffered.pop(partition, None)
-        if not tables:
+        if not pieces:
             return
-        # The pieces are not combined first: `take` below gathers from them straight into one new copy.
-        rows = pa.concat_tables(tables)
-        del tables
-        hashes = rows.column("eventhash").to_numpy()
+        hashes = np.concatenate([piece.hashes for piece in pieces])
         _, first = np.unique(hashes, return_index=True)
         existing = self._existing_hashes(partition)
         fresh = first[~np.isin(hashes[first], existing, assume_unique=True)] if len(existing) else first
-        self.duplicates += len(rows) - len(fresh)
+        self.duplicates += len(hashes) - len(fresh)
         if not len(fresh):
             return
-        times = rows.column("eventtime").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        times = np.concatenate([piece.times for piece in pieces])
         ordered = fresh[np.lexsort((hashes[fresh], times[fresh]))]
-        rows = rows.take(pa.array(ordered))
         new_hashes = hashes[ordered]
-        sink = pa.BufferOutputStream()
-        pq.write_table(rows.cast(_file_schema()), sink, **PARQUET_OPTIONS)
         key = f"{partition_key(partition)}/part-{_hash_of_hashes(new_hashes)}.parquet"
-        self.lake.write_bytes(key, sink.getvalue())
-        if partition[0] == CLOUDTRAIL_TABLE:
-            self.to_derive.append((key, partition, rows))
-        del rows
-        del sink
-        pa.default_memory_pool().release_unused()  # hand freed buffers back: the peak stays the rows buffered
+        self.round.append(FileToWrite(key, partition, [piece.rows for piece in pieces], ordered))
         self.known[partition] = np.sort(np.concatenate([existing, new_hashes]))
         self.written += len(ordered)
         self.files_written.append(key)
 
+    def write_round(self) -> None:
+        """Write the files decided since the last round; in the pool, after the previous round has finished."""
+        files, self.round = self.round, []
+        self._wait_for_writing()
+        if not files:
+            return
+        if self.pool is None:
+            self.deriver = self.deriver or Deriver()
+            write_files(self.lake, files, self.deriver)
+        else:
+            self.writing = self.pool.submit(_write_files_task, self.lake.url, files)
+
+    def _wait_for_writing(self) -> None:
+        if self.writing is not None:
+            writing, self.writing = self.writing, None
+            writing.result()
+
     def close(self) -> None:
         for partition in sorted(self.buffers, key=lambda p: (p[0], p[1], p[2], p[3])):
             self.flush(partition)
-        self.write_derived()
-        self.deriver.close()
-
-    def write_derived(self) -> None:
-        """Derive the files just written together (their partitions differ: each was flushed once).
-
-        After the data files: a file that a crash leaves without its derived files is derived when read.
-        """
-        self.deriver.write(self.lake, self.to_derive)
-        self.to_derive = []
-        pa.default_memory_pool().release_unused()
+        self.write_round()
+        self._wait_for_writing()
+        if self.deriver is not None:
+            self.deriver.close()
 
 
 # --- quarantine ------------------------------------------------------------------------------------------
@@ -284,6 +376,17 @@ class IngestSummary:
     partitions: list[str] = field(default_factory=list)
     quarantine: list[str] = field(default_factory=list)
 
+    def count(self, converted: ConvertedFile) -> None:
+        """Add one converted file's figures."""
+        self.compressed_bytes += converted.compressed_bytes
+        self.uncompressed_bytes += converted.uncompressed_bytes
+        self.events_read += converted.records_read
+        self.events_quarantined += len(converted.quarantined)
+        if converted.file_error is None:
+            self.files_converted += 1
+        else:
+            self.files_quarantined += 1
+
     @property
     def balanced(self) -> bool:
         return self.events_read == self.events_written + self.duplicates + self.events_quarantined
@@ -319,7 +422,7 @@ def _worker_storage(url: str) -> Storage:
 @dataclass
 class ConvertedBatch:
     files: list[ConvertedFile]
-    tables: dict[Partition, pa.Table]
+    pieces: dict[Partition, RowPiece]
 
 
 def batches(files: list[LogObject], max_bytes: int = BATCH_BYTES,
@@ -369,7 +472,11 @@ def _worker_init() -> None:
         pa.set_memory_pool(pool)
 
 
-def _convert_batch(args: tuple[str, list[LogObject], int]) -> ConvertedBatch:
+ConvertTask = tuple[str, list[LogObject], int, str | None]
+"""(source URL, the objects, the size limit of one object, the spill folder when converting in a worker)"""
+
+
+def _convert_batch(args: ConvertTask) -> ConvertedBatch:
     # Converting makes millions of short-lived, acyclic objects (parsed JSON, rows): reference counting frees
     # them all, and the cyclic collector's repeated scans of the live ones cost a fifth of the time.
     enabled = gc.isenabled()
@@ -381,7 +488,8 @@ def _convert_batch(args: tuple[str, list[LogObject], int]) -> ConvertedBatch:
             gc.enable()
 
 
-def _convert_objects(source_url: str, objs: list[LogObject], max_uncompressed: int) -> ConvertedBatch:
+def _convert_objects(source_url: str, objs: list[LogObject], max_uncompressed: int,
+                     spill_folder: str | None) -> ConvertedBatch:
     source = _worker_storage(source_url)
     converter = BatchConverter(max_uncompressed)
     files = []
@@ -392,7 +500,8 @@ def _convert_objects(source_url: str, objs: list[LogObject], max_uncompressed: i
             files.append(ConvertedFile(obj.key, file_error=f"cannot read: {exc}"))
             continue
         files.append(converter.add(obj.key, data, obj.account, obj.region))
-    return ConvertedBatch(files, converter.tables())
+    return ConvertedBatch(files, {partition: RowPiece.of(rows, spill_folder)
+                                  for partition, rows in converter.tables().items()})
 
 
 def default_workers() -> int:
@@ -426,28 +535,24 @@ def ingest(
     summary.digests_found = sum(1 for d in found.digests if end is None or (d.delivery_date or end) <= end)
     summary.other_objects = len(found.others)
     with lake_lock(lake, f"ingest {start or 'all'}..{end or 'all'} from {source.url}"), _ingest_memory_pool():
-        writer = PartitionWriter(lake)
-        tasks = [(source.url, group, max_uncompressed) for group in batches(files)]
-        done = 0
-        for batch in _run_tasks(tasks, workers):
-            for converted in batch.files:
-                summary.compressed_bytes += converted.compressed_bytes
-                summary.uncompressed_bytes += converted.uncompressed_bytes
-                summary.events_read += converted.records_read
-                summary.events_quarantined += len(converted.quarantined)
-                if converted.file_error is None:
-                    summary.files_converted += 1
-                else:
-                    summary.files_quarantined += 1
-                quarantine_key = write_quarantine(lake, converted)
-                if quarantine_key:
-                    summary.quarantine.append(quarantine_key)
-            for partition, rows in batch.tables.items():
-                writer.add(partition, rows)
-            done += len(batch.files)
-            if on_progress:
-                on_progress(done, len(files))
-        writer.close()
+        groups = batches(files)
+        workers = workers or default_workers()
+        with _worker_pool(workers, len(groups)) as pool, _spill_folder(pool is not None) as spill_folder:
+            tasks: list[ConvertTask] = [(source.url, group, max_uncompressed, spill_folder) for group in groups]
+            writer = PartitionWriter(lake, pool=pool)
+            done = 0
+            for batch in _converted(tasks, pool, IN_FLIGHT_PER_WORKER * workers):
+                for converted in batch.files:
+                    summary.count(converted)
+                    quarantine_key = write_quarantine(lake, converted)
+                    if quarantine_key:
+                        summary.quarantine.append(quarantine_key)
+                for partition, piece in batch.pieces.items():
+                    writer.add(partition, piece)
+                done += len(batch.files)
+                if on_progress:
+                    on_progress(done, len(files))
+            writer.close()
         summary.events_written = writer.written
         summary.duplicates = writer.duplicates
         summary.partitions = sorted({key.rsplit("/", 1)[0] for key in writer.files_written})
@@ -458,23 +563,53 @@ def ingest(
     return summary
 
 
-def _run_tasks(tasks: list[tuple[str, list[LogObject], int]], workers: int | None) -> Iterator[ConvertedBatch]:
-    """Convert in worker processes, yielding results in input order so runs are reproducible."""
-    workers = workers or default_workers()
-    if workers == 1 or len(tasks) < 2:
+@contextmanager
+def _worker_pool(workers: int, tasks: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes for converting and writing, or None when one process will do."""
+    if workers == 1 or tasks < 2:
+        yield None
+        return
+    # forkserver: safe when the caller has threads (a Prefect task, a progress bar), unlike a plain fork. The
+    # server imports this module once, so the workers it forks start with pyarrow, DuckDB and msgspec loaded.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
+        yield pool
+
+
+@contextmanager
+def _spill_folder(needed: bool) -> Iterator[str | None]:
+    """The run's private temporary folder for rows between processes (None when converting in this process).
+
+    Named after this process, so that a later run removes what a killed run left behind.
+    """
+    if not needed:
+        yield None
+        return
+    for stale in Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}*"):
+        pid = stale.name.removeprefix(SPILL_PREFIX).split("-")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{os.getpid()}-") as folder:
+        yield folder
+
+
+def _converted(tasks: list[ConvertTask], pool: ProcessPoolExecutor | None,
+               in_flight: int) -> Iterator[ConvertedBatch]:
+    """Convert the batches, in the pool when there is one, yielding results in input order (reproducible runs).
+
+    At most `in_flight` batches are in flight (a few MB each), so results never pile up.
+    """
+    if pool is None:
         yield from map(_convert_batch, tasks)
         return
-    # forkserver: safe when the caller has threads (a Prefect task, a progress bar), unlike a plain fork.
-    # At most IN_FLIGHT_PER_WORKER batches per worker are in flight (a few MB each), so results never pile up.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"),
-                             initializer=_worker_init) as pool:
-        pending: deque[Future[ConvertedBatch]] = deque()
-        for task in tasks:
-            pending.append(pool.submit(_convert_batch, task))
-            if len(pending) >= IN_FLIGHT_PER_WORKER * workers:
-                yield pending.popleft().result()
-        while pending:
+    pending: deque[Future[ConvertedBatch]] = deque()
+    for task in tasks:
+        pending.append(pool.submit(_convert_batch, task))
+        if len(pending) >= in_flight:
             yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _record_run(lake: Storage, summary: IngestSummary) -> None:
