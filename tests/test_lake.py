@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -14,8 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import WriteLog, day_start, log_key, make_event
 
-from trailsight.errors import LakeLockedError
-from trailsight.lake import LOCK_KEY, ingest, lake_lock
+import trailsight.lake as lake_module
+from trailsight.archive import LakeIndex
+from trailsight.errors import LakeLockedError, TrailsightError
+from trailsight.lake import FORMAT_KEY, LOCK_KEY, SPILL_PREFIX, ingest, lake_lock
 from trailsight.query import run_sql
 from trailsight.storage import Storage
 
@@ -186,3 +189,57 @@ def test_run_killed_midway_leaves_readable_partitions_and_rerun_completes(
     query = "SELECT eventid, eventhash, event_date, account, region FROM cloudtrail ORDER BY eventid"
     assert run_sql(lake, query).rows == run_sql(clean, query).rows
     assert count(lake) == 180
+
+
+def write_day(write_log: WriteLog, files: int = 12, events: int = 40) -> None:
+    """A day of small deliveries in two regions, with late events and a duplicate delivery."""
+    for number in range(files):
+        when = day_start(2024, 5, 1) + timedelta(hours=2 * number, minutes=5)
+        records = [make_event(when - timedelta(minutes=10, seconds=s), awsRegion=("eu-west-1", "us-east-1")[s % 2])
+                   for s in range(events)]
+        write_log(log_key(when), records)
+        if number % 4 == 0:
+            write_log(log_key(when + timedelta(minutes=1)), records[:5])
+
+
+def test_parallel_workers_write_the_same_files_as_one_process(
+        tmp_path: Path, write_log: WriteLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_day(write_log)
+    monkeypatch.setattr(lake_module, "BATCH_FILES", 2)  # many batches, so the workers really share the work
+    monkeypatch.setattr(lake_module, "MAX_BUFFERED_ROWS", 150)  # and several write rounds
+    inline = ingest(tmp_path / "source", tmp_path / "inline", workers=1)
+    parallel = ingest(tmp_path / "source", tmp_path / "parallel", workers=2)
+    assert (parallel.events_written, parallel.duplicates) == (inline.events_written, inline.duplicates)
+    assert parallel.duplicates > 0 and len(parallel.partitions) > 2
+    files = [p.parent for p in (tmp_path / "parallel" / "cloudtrail").rglob("*.parquet")]
+    assert len(files) > len(set(files)), "expected several write rounds, so several files in a partition"
+    assert lake_snapshot(tmp_path / "parallel") == lake_snapshot(tmp_path / "inline")
+    assert not list(Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}{os.getpid()}-*")), "spilled rows left behind"
+
+
+def test_spill_folder_of_a_killed_run_is_removed_by_the_next(
+        tmp_path: Path, write_log: WriteLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{dead.pid}-"))
+    (left / "rows.arrow").write_bytes(b"x" * 1000)
+    write_day(write_log, files=4)
+    monkeypatch.setattr(lake_module, "BATCH_FILES", 1)
+    ingest(tmp_path / "source", tmp_path / "lake", workers=2)
+    assert not left.exists()
+
+
+def test_new_lake_records_its_format_and_an_older_lake_is_refused(tmp_path: Path, write_log: WriteLog) -> None:
+    when = day_start(2024, 5, 1).replace(hour=9)
+    write_log(log_key(when), [make_event(when)])
+    lake = tmp_path / "lake"
+    ingest(tmp_path / "source", lake, workers=1)
+    assert json.loads((lake / FORMAT_KEY).read_text())["format"] == 2
+    (lake / FORMAT_KEY).unlink()  # as a lake written before the format was recorded
+    with pytest.raises(TrailsightError, match="written by an earlier trailsight"):
+        ingest(tmp_path / "source", lake, workers=1)
+    with pytest.raises(TrailsightError, match="written by an earlier trailsight"):
+        LakeIndex(Storage(lake))
+    (lake / FORMAT_KEY).write_text(json.dumps({"format": 3}))
+    with pytest.raises(TrailsightError, match="has format 3"):
+        ingest(tmp_path / "source", lake, workers=1)

@@ -47,7 +47,7 @@ from trailsight.aws import client
 from trailsight.conversion import Partition, convert_object, signed_identity
 from trailsight.discovery import LogObject, discover
 from trailsight.errors import ArchiveError, StorageError
-from trailsight.lake import QUARANTINE_PREFIX, lake_lock, partition_hashes, partition_key
+from trailsight.lake import QUARANTINE_PREFIX, check_lake_format, lake_lock, partition_hashes, partition_key
 from trailsight.retention import ARCHIVE_CLASSES, Policy, load_policy
 from trailsight.storage import Storage, as_storage
 
@@ -431,6 +431,7 @@ class LakeIndex:
     """The eventhash values of the lake's partitions, read once each, and its quarantine entries."""
 
     def __init__(self, lake: Storage) -> None:
+        check_lake_format(lake)
         self.lake = lake
         self.known: dict[Partition, np.ndarray] = {}
 

@@ -5,6 +5,7 @@ Layout under the lake root:
   _derived/<name>/<version>/event_date=…/account=…/region=…/part-<hash>.parquet   per data file, for the reports
   _quarantine/<source key>.json                                                  what could not be converted
   _trailsight/lock, _trailsight/runs/<run>.json                                  the lock and run summaries
+  _trailsight/format.json                                                        how event identities are made
 
 A partition only ever gains whole files, each written atomically and holding only events the partition
 does not have yet (by `eventhash`), so a killed run leaves complete files and a re-run writes nothing new.
@@ -74,7 +75,8 @@ def _leaf_columns(schema: pa.Schema) -> list[str]:
 
 PARQUET_OPTIONS = {
     "compression": "zstd",
-    "compression_level": 3,
+    # Level 2 writes files the size of level 3's (within 0.1% on generated days) in 13% less time.
+    "compression_level": 2,
     "use_dictionary": [path for path in _leaf_columns(arrow_schema(load_schema()))
                        if path.split(".")[0] not in _UNIQUE_COLUMNS],
     "row_group_size": 32 * 1024,
@@ -139,6 +141,33 @@ def _replace_stale_lock(lake: Storage, payload: bytes) -> bool:
     """A lock left by a dead process on this host is taken over (a killed run must not block the next)."""
     lake.delete(LOCK_KEY)
     return lake.create_exclusive(LOCK_KEY, payload)
+
+
+# --- the lake's format ------------------------------------------------------------------------------------
+
+FORMAT_KEY = "_trailsight/format.json"
+LAKE_FORMAT = {"format": 2, "eventhash": "xxh3-64 of each record's JSON text as delivered"}
+
+
+def check_lake_format(lake: Storage, claim: bool = False) -> None:
+    """Refuse a lake whose event identities were computed another way: de-duplicating against it would fail.
+
+    Lakes written before the format was recorded (format 1, which hashed each event's key-sorted JSON) hold data
+    but no format file. A lake with neither is new; `claim` records the format in it.
+    """
+    if lake.exists(FORMAT_KEY):
+        found = orjson.loads(lake.read_bytes(FORMAT_KEY)).get("format")
+        if found == LAKE_FORMAT["format"]:
+            return
+        raise TrailsightError(f"the lake {lake.url} has format {found!r}; this trailsight reads and writes format "
+                              f"{LAKE_FORMAT['format']}: use the trailsight that wrote it, or a new lake")
+    if any(next(iter(lake.list_files(table)), None) is not None for table in TABLES):
+        raise TrailsightError(
+            f"the lake {lake.url} was written by an earlier trailsight (lake format 1), whose event identities "
+            f"(eventhash) this one computes differently, so it could neither de-duplicate against the lake nor "
+            f"verify raw logs in it; ingest into a new lake (--lake) and remove this one")
+    if claim:
+        lake.write_bytes(FORMAT_KEY, orjson.dumps(LAKE_FORMAT, option=orjson.OPT_INDENT_2))
 
 
 # --- writing partitions ----------------------------------------------------------------------------------
@@ -425,13 +454,12 @@ class ConvertedBatch:
     pieces: dict[Partition, RowPiece]
 
 
-def batches(files: list[LogObject], max_bytes: int = BATCH_BYTES,
-            max_files: int = BATCH_FILES) -> list[list[LogObject]]:
+def batches(files: list[LogObject]) -> list[list[LogObject]]:
     """Consecutive groups of files, so that per-task overhead is paid per few MB rather than per small file."""
     groups: list[list[LogObject]] = []
     size = 0
     for obj in files:
-        if not groups or size >= max_bytes or len(groups[-1]) >= max_files:
+        if not groups or size >= BATCH_BYTES or len(groups[-1]) >= BATCH_FILES:
             groups.append([])
             size = 0
         groups[-1].append(obj)
@@ -535,11 +563,12 @@ def ingest(
     summary.digests_found = sum(1 for d in found.digests if end is None or (d.delivery_date or end) <= end)
     summary.other_objects = len(found.others)
     with lake_lock(lake, f"ingest {start or 'all'}..{end or 'all'} from {source.url}"), _ingest_memory_pool():
+        check_lake_format(lake, claim=True)
         groups = batches(files)
         workers = workers or default_workers()
         with _worker_pool(workers, len(groups)) as pool, _spill_folder(pool is not None) as spill_folder:
             tasks: list[ConvertTask] = [(source.url, group, max_uncompressed, spill_folder) for group in groups]
-            writer = PartitionWriter(lake, pool=pool)
+            writer = PartitionWriter(lake, MAX_BUFFERED_ROWS, pool=pool)
             done = 0
             for batch in _converted(tasks, pool, IN_FLIGHT_PER_WORKER * workers):
                 for converted in batch.files:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -155,6 +156,11 @@ class TypedBatch:
                 times = pc.strptime(pa.array(values, pa.string()), format=_CANONICAL_TIME, unit="us",
                                     error_is_null=True)
                 refused |= times.is_null().to_numpy(zero_copy_only=False)
+                # Arrow's parser rolls impossible times over (February 30th, second 60) where Python's refuses.
+                impossible = [text for text in set(values) if not _is_possible_time(text)]
+                if impossible:
+                    refused |= pc.is_in(pa.array(values, pa.string()), pa.array(impossible)).to_numpy(
+                        zero_copy_only=False)
                 micros = times.cast(pa.int64()).fill_null(0).to_numpy()
                 arrays.append(times.cast(arrow_type(c)))
             else:
@@ -203,6 +209,15 @@ class TypedBatch:
                 positions.append(at)
         converted = _column(c, [None if d is NotTyped else d for d in distinct])
         return converted.take(pa.array(positions, pa.int32()))
+
+
+def _is_possible_time(text: str) -> bool:
+    """Whether a canonically shaped time names a real moment, as the exact conversion's parser decides."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return moment.strftime(_CANONICAL_TIME) == text
 
 
 def _column(f: Field, values: Sequence[Any]) -> pa.Array:

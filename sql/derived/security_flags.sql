@@ -61,11 +61,13 @@ WITH flagged AS (
             'DisablePolicyType', 'EnablePolicyType', 'InviteAccountToOrganization', 'LeaveOrganization',
             'MoveAccount', 'RemoveAccountFromOrganization', 'UpdatePolicy', 'UpdateOrganizationalUnit')
             AS cis_4_15,
-        eventsource = 'ec2.amazonaws.com'
-            AND eventname IN ('AuthorizeSecurityGroupIngress', 'ModifySecurityGroupRules')
-            AND coalesce(errorcode, '') = ''
-            AND (requestparameters LIKE '%"0.0.0.0/0"%' OR requestparameters LIKE '%"::/0"%')
-            AS world_open_security_group,
+        -- CASE guards the request parameters: only the few calls it can apply to have theirs searched.
+        CASE WHEN eventsource = 'ec2.amazonaws.com'
+                AND eventname IN ('AuthorizeSecurityGroupIngress', 'ModifySecurityGroupRules')
+                AND coalesce(errorcode, '') = ''
+            THEN requestparameters LIKE '%"0.0.0.0/0"%' OR requestparameters LIKE '%"::/0"%'
+            ELSE false
+        END AS world_open_security_group,
         eventname = 'ConsoleLogin' AND useridentity.type IN ('IAMUser', 'Root')
             AND coalesce(errorcode, '') = '' AND coalesce(errormessage, '') = ''
             AND coalesce(json_extract_scalar(additionaleventdata, '$.MFAUsed'), '') <> 'Yes'
@@ -74,18 +76,20 @@ WITH flagged AS (
             (eventsource = 'guardduty.amazonaws.com' AND (
                 eventname IN ('DeleteDetector', 'DisassociateFromMasterAccount', 'DisassociateFromAdministratorAccount',
                               'StopMonitoringMembers')
-                OR (eventname = 'UpdateDetector' AND json_extract_scalar(requestparameters, '$.enable') = 'false')))
+                OR CASE WHEN eventname = 'UpdateDetector'
+                    THEN json_extract_scalar(requestparameters, '$.enable') = 'false' ELSE false END))
             OR (eventsource = 'config.amazonaws.com'
                 AND eventname IN ('StopConfigurationRecorder', 'DeleteConfigurationRecorder', 'DeleteDeliveryChannel'))
             OR (eventsource = 'ec2.amazonaws.com' AND eventname = 'DeleteFlowLogs')
         ) AS monitoring_disabled,
-        eventsource = 'iam.amazonaws.com'
-            AND eventname IN ('CreateAccessKey', 'CreateLoginProfile', 'UpdateLoginProfile')
-            AND coalesce(errorcode, '') = ''
-            AND json_extract_scalar(requestparameters, '$.userName') IS NOT NULL
-            AND (coalesce(useridentity.type, '') <> 'IAMUser'
-                 OR json_extract_scalar(requestparameters, '$.userName') <> coalesce(useridentity.username, ''))
-            AS credentials_for_another_user
+        CASE WHEN eventsource = 'iam.amazonaws.com'
+                AND eventname IN ('CreateAccessKey', 'CreateLoginProfile', 'UpdateLoginProfile')
+                AND coalesce(errorcode, '') = ''
+            THEN json_extract_scalar(requestparameters, '$.userName') IS NOT NULL
+                AND (coalesce(useridentity.type, '') <> 'IAMUser'
+                     OR json_extract_scalar(requestparameters, '$.userName') <> coalesce(useridentity.username, ''))
+            ELSE false
+        END AS credentials_for_another_user
     FROM cloudtrail_calls
 )
 SELECT *
