@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -154,8 +153,10 @@ def child(approach: str, archive: Path, out: Path, fraction: float) -> None:
 
 def spilled_bytes() -> int:
     """Bytes of rows trailsight's workers have spilled to its temporary folders: memory too, if not a process's."""
+    from trailsight.lake import SPILL_PREFIX, spill_parent
+
     total = 0
-    for folder in Path(tempfile.gettempdir()).glob("trailsight-ingest-*"):
+    for folder in spill_parent().glob(f"{SPILL_PREFIX}*"):
         total += sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
     return total
 

@@ -18,7 +18,7 @@ from conftest import WriteLog, day_start, log_key, make_event
 import trailsight.lake as lake_module
 from trailsight.archive import LakeIndex
 from trailsight.errors import LakeLockedError, TrailsightError
-from trailsight.lake import FORMAT_KEY, LOCK_KEY, SPILL_PREFIX, ingest, lake_lock
+from trailsight.lake import FORMAT_KEY, LOCK_KEY, SPILL_PREFIX, ingest, lake_lock, spill_parent
 from trailsight.query import run_sql
 from trailsight.storage import Storage
 
@@ -214,14 +214,14 @@ def test_parallel_workers_write_the_same_files_as_one_process(
     files = [p.parent for p in (tmp_path / "parallel" / "cloudtrail").rglob("*.parquet")]
     assert len(files) > len(set(files)), "expected several write rounds, so several files in a partition"
     assert lake_snapshot(tmp_path / "parallel") == lake_snapshot(tmp_path / "inline")
-    assert not list(Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}{os.getpid()}-*")), "spilled rows left behind"
+    assert not list(spill_parent().glob(f"{SPILL_PREFIX}{os.getpid()}-*")), "spilled rows left behind"
 
 
 def test_spill_folder_of_a_killed_run_is_removed_by_the_next(
         tmp_path: Path, write_log: WriteLog, monkeypatch: pytest.MonkeyPatch) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    left = Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{dead.pid}-"))
+    left = Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{dead.pid}-", dir=spill_parent()))
     (left / "rows.arrow").write_bytes(b"x" * 1000)
     write_day(write_log, files=4)
     monkeypatch.setattr(lake_module, "BATCH_FILES", 1)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -30,6 +29,7 @@ MEMOIZED = frozenset({"userIdentity", "tlsDetails", "resources"})
 JSON_NULL = b"null"
 _MICROS_PER_DAY = 86_400_000_000
 _CANONICAL_TIME = "%Y-%m-%dT%H:%M:%SZ"
+_FIRST_MICROS = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z: Python has no year 0
 DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
 
 
@@ -153,15 +153,10 @@ class TypedBatch:
             elif c.type == "json":
                 arrays.append(_json_column(c, values, refused, null_json))
             elif c.type == "timestamp":
-                times = pc.strptime(pa.array(values, pa.string()), format=_CANONICAL_TIME, unit="us",
-                                    error_is_null=True)
-                refused |= times.is_null().to_numpy(zero_copy_only=False)
-                # Arrow's parser rolls impossible times over (February 30th, second 60) where Python's refuses.
-                impossible = [text for text in set(values) if not _is_possible_time(text)]
-                if impossible:
-                    refused |= pc.is_in(pa.array(values, pa.string()), pa.array(impossible)).to_numpy(
-                        zero_copy_only=False)
+                texts = pa.array(values, pa.string())
+                times = pc.strptime(texts, format=_CANONICAL_TIME, unit="us", error_is_null=True)
                 micros = times.cast(pa.int64()).fill_null(0).to_numpy()
+                refused |= ~_names_its_moment(texts, times) | (micros < _FIRST_MICROS)
                 arrays.append(times.cast(arrow_type(c)))
             else:
                 arrays.append(_column(c, values))
@@ -211,13 +206,15 @@ class TypedBatch:
         return converted.take(pa.array(positions, pa.int32()))
 
 
-def _is_possible_time(text: str) -> bool:
-    """Whether a canonically shaped time names a real moment, as the exact conversion's parser decides."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return False
-    return moment.strftime(_CANONICAL_TIME) == text
+def _names_its_moment(texts: pa.Array, times: pa.Array) -> np.ndarray:
+    """Whether each canonically shaped time is the moment it was parsed as.
+
+    Arrow's parser rolls impossible times over (February 30th becomes March 1st, second 60 the next minute) where
+    the exact conversion refuses them; writing the moment back out and comparing finds those.
+    """
+    written = pc.binary_join_element_wise(times.cast(pa.timestamp("s")).cast(pa.string()), "Z", "")
+    same = pc.equal(written, pc.replace_substring(texts, "T", " "))
+    return same.fill_null(False).to_numpy(zero_copy_only=False)
 
 
 def _column(f: Field, values: Sequence[Any]) -> pa.Array:
