@@ -49,25 +49,27 @@ class BadInput(Exception):
 
 def inflate(data: bytes, limit: int = DEFAULT_MAX_UNCOMPRESSED) -> bytes:
     """Decompress gzip (all members) without ever holding more than `limit` bytes: bombs are refused."""
-    out = bytearray()
+    parts: list[bytes] = []
+    size = 0
     remaining = data
     while remaining:
         inflater = isal_zlib.decompressobj(wbits=31)
         try:
-            chunk = inflater.decompress(remaining, limit + 1 - len(out))
-            out += chunk
-            while inflater.unconsumed_tail and len(out) <= limit:
-                out += inflater.decompress(inflater.unconsumed_tail, limit + 1 - len(out))
+            parts.append(inflater.decompress(remaining, limit + 1 - size))
+            size += len(parts[-1])
+            while inflater.unconsumed_tail and size <= limit:
+                parts.append(inflater.decompress(inflater.unconsumed_tail, limit + 1 - size))
+                size += len(parts[-1])
         except (isal_zlib.error, zlib.error) as exc:
             raise BadInput(f"corrupt gzip data: {exc}") from exc
-        if len(out) > limit:
+        if size > limit:
             raise BadInput(f"decompresses to more than {limit:,} bytes (limit; possible gzip bomb)")
         if not inflater.eof:
             raise BadInput("truncated gzip file: the compressed stream ends early")
         remaining = inflater.unused_data
         if remaining and remaining.strip(b"\0") == b"":
             break
-    return bytes(out)
+    return parts[0] if len(parts) == 1 else b"".join(parts)  # one part, the usual case: no copy
 
 
 def _describe_lookalike(doc: Any) -> str:

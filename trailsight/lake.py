@@ -65,6 +65,9 @@ _UNIQUE_COLUMNS = {"eventid", "requestid", "requestparameters", "responseelement
                    "extrafields", "eventhash", "eventtime", "sharedeventid"}
 
 
+_JSON_COLUMNS = {c.name for c in load_schema().data_columns if c.type == "json"}
+
+
 def _leaf_columns(schema: pa.Schema) -> list[str]:
     """Parquet's dotted paths of the schema's leaf columns (`useridentity.arn`): Parquet options name leaves,
     and a struct's name alone leaves its fields without the option."""
@@ -80,7 +83,9 @@ PARQUET_OPTIONS = {
     "use_dictionary": [path for path in _leaf_columns(arrow_schema(load_schema()))
                        if path.split(".")[0] not in _UNIQUE_COLUMNS],
     "row_group_size": 32 * 1024,
-    "write_statistics": True,
+    # Minimum and maximum of JSON text prune nothing, and cost time to compute over values of tens of KB.
+    "write_statistics": [path for path in _leaf_columns(arrow_schema(load_schema()))
+                         if path.split(".")[0] not in _JSON_COLUMNS],
     # Rows are in time order, so a timestamp is a small step from the one before: 40% of the plain size,
     # and of what every report reads for its times.
     "column_encoding": {"eventtime": "DELTA_BINARY_PACKED"},
