@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import tempfile
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -17,8 +19,20 @@ from conftest import WriteLog, day_start, log_key, make_event
 
 import trailsight.lake as lake_module
 from trailsight.archive import LakeIndex
+from trailsight.conversion import convert_object
+from trailsight.derived import Deriver
 from trailsight.errors import LakeLockedError, TrailsightError
-from trailsight.lake import FORMAT_KEY, LOCK_KEY, SPILL_PREFIX, ingest, lake_lock, spill_parent
+from trailsight.lake import (
+    FORMAT_KEY,
+    LOCK_KEY,
+    SPILL_PREFIX,
+    FileToWrite,
+    ingest,
+    lake_lock,
+    partition_key,
+    spill_parent,
+    write_files,
+)
 from trailsight.query import run_sql
 from trailsight.storage import Storage
 
@@ -243,3 +257,17 @@ def test_new_lake_records_its_format_and_an_older_lake_is_refused(tmp_path: Path
     (lake / FORMAT_KEY).write_text(json.dumps({"format": 3}))
     with pytest.raises(TrailsightError, match="has format 3"):
         ingest(tmp_path / "source", lake, workers=1)
+
+
+def test_a_writer_writes_nothing_once_the_run_holding_the_lock_is_gone(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    data = gzip.compress(json.dumps({"Records": [make_event("2024-05-01T10:00:00Z")]}).encode())
+    ((partition, rows),) = convert_object("k.json.gz", data, "1", "r").tables.items()
+    file = FileToWrite(f"{partition_key(partition)}/part-x.parquet", partition, [rows], np.arange(rows.num_rows))
+    deriver = Deriver()
+    with pytest.raises(TrailsightError, match="is gone; not writing"):
+        write_files(Storage(tmp_path / "lake"), [file], deriver, owner=dead.pid)
+    write_files(Storage(tmp_path / "lake"), [file], deriver, owner=os.getpid())
+    deriver.close()
+    assert [p.name for p in (tmp_path / "lake").rglob("*.parquet") if "_derived" not in p.parts] == ["part-x.parquet"]

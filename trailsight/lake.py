@@ -243,13 +243,17 @@ class FileToWrite:
     order: np.ndarray
 
 
-def write_files(lake: Storage, files: list[FileToWrite], deriver: Deriver) -> None:
+def write_files(lake: Storage, files: list[FileToWrite], deriver: Deriver, owner: int | None = None) -> None:
     """Write data files, then their derived files (together: one query per derived table for the lot).
 
-    Runs in a worker process during a parallel ingest, so that encoding Parquet uses every core.
+    Runs in a worker process during a parallel ingest, so that encoding Parquet uses every core. `owner` is the
+    process holding the lake's lock: once it is gone, a worker writes nothing more, since the next run may
+    already have taken the lock over.
     """
     to_derive = []
     for file in files:
+        if owner is not None and not _pid_alive(owner):
+            raise TrailsightError(f"the ingest that holds the lake's lock (pid {owner}) is gone; not writing")
         rows = pa.concat_tables([load(piece) for piece in file.pieces]).take(pa.array(file.order))
         for piece in file.pieces:
             if isinstance(piece, str):
@@ -273,8 +277,8 @@ def _process_deriver() -> Deriver:
     return Deriver()
 
 
-def _write_files_task(lake_url: str, files: list[FileToWrite]) -> None:
-    write_files(_worker_storage(lake_url), files, _process_deriver())
+def _write_files_task(lake_url: str, files: list[FileToWrite], owner: int) -> None:
+    write_files(_worker_storage(lake_url), files, _process_deriver(), owner)
 
 
 class PartitionWriter:
@@ -354,7 +358,7 @@ class PartitionWriter:
         tasks: list[list[FileToWrite]] = [[] for _ in range(min(shares, len(files)))]
         for file in sorted(files, key=lambda f: -len(f.order)):
             min(tasks, key=lambda task: sum(len(f.order) for f in task)).append(file)
-        self.writing = [self.pool.submit(_write_files_task, self.lake.url, task) for task in tasks]
+        self.writing = [self.pool.submit(_write_files_task, self.lake.url, task, os.getpid()) for task in tasks]
 
     def _wait_for_writing(self) -> None:
         writing, self.writing = self.writing, []
@@ -579,7 +583,9 @@ def ingest(
         check_lake_format(lake, claim=True)
         groups = batches(files)
         workers = workers or default_workers()
-        with _worker_pool(workers, len(groups)) as pool, _spill_folder(pool is not None) as spill_folder:
+        parallel = workers > 1 and len(groups) > 1
+        # The pool closes first: its workers may still be spilling rows when a failure unwinds these.
+        with _spill_folder(parallel) as spill_folder, _worker_pool(workers if parallel else 1) as pool:
             tasks: list[ConvertTask] = [(source.url, group, max_uncompressed, spill_folder) for group in groups]
             writer = PartitionWriter(lake, MAX_BUFFERED_ROWS, pool, workers)
             done = 0
@@ -606,17 +612,20 @@ def ingest(
 
 
 @contextmanager
-def _worker_pool(workers: int, tasks: int) -> Iterator[ProcessPoolExecutor | None]:
+def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     """Worker processes for converting and writing, or None when one process will do."""
-    if workers == 1 or tasks < 2:
+    if workers == 1:
         yield None
         return
     # forkserver: safe when the caller has threads (a Prefect task, a progress bar), unlike a plain fork. The
     # server imports this module once, so the workers it forks start with pyarrow, DuckDB and msgspec loaded.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
+    try:
         yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after a failure, queued batches are not converted
 
 
 SHARED_MEMORY = Path("/dev/shm")
@@ -650,7 +659,8 @@ def _spill_folder(needed: bool) -> Iterator[str | None]:
             pid = stale.name.removeprefix(SPILL_PREFIX).split("-")[0]
             if pid.isdigit() and not _pid_alive(int(pid)):
                 shutil.rmtree(stale, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=spill_parent()) as folder:
+    with tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=spill_parent(),
+                                     ignore_cleanup_errors=True) as folder:
         yield folder
 
 

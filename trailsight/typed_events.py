@@ -33,10 +33,6 @@ _FIRST_MICROS = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z: Python has no y
 DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
 
 
-class NotTyped(Exception):
-    """The record does not fit the typed structs; the exact conversion takes it."""
-
-
 def _msgspec_type(f: Field, name: str) -> Any:
     match f.type:
         case "string" | "timestamp":
@@ -142,7 +138,7 @@ class TypedBatch:
         if not rows:
             return self.decoders.schema.empty_table(), np.zeros(0, np.int64), np.zeros(0, np.int64), []
         refused = np.zeros(rows, dtype=bool)
-        null_json: list[tuple[int, str]] = []
+        null_json: dict[str, np.ndarray] = {}
         arrays = []
         micros = np.zeros(0, dtype=np.int64)
         astuple = msgspec.structs.astuple
@@ -151,7 +147,8 @@ class TypedBatch:
             if c.source in MEMOIZED:
                 arrays.append(self._memoized_column(c, values, refused))
             elif c.type == "json":
-                arrays.append(_json_column(c, values, refused, null_json))
+                array, null_json[c.source] = _json_column(values, refused)
+                arrays.append(array)
             elif c.type == "timestamp":
                 texts = pa.array(values, pa.string())
                 times = pc.strptime(texts, format=_CANONICAL_TIME, unit="us", error_is_null=True)
@@ -162,7 +159,7 @@ class TypedBatch:
                 arrays.append(_column(c, values))
         source_numbers, _, _, identities = zip(*self.origins, strict=True)
         sources = np.array(source_numbers, dtype=np.int64)
-        arrays.append(_extrafields(rows, null_json))
+        arrays.append(_extrafields(null_json))
         arrays.append(pa.DictionaryArray.from_arrays(
             pa.array(sources, pa.int32()), pa.array([s.key for s in self.sources], pa.string())).cast(pa.string()))
         arrays.append(pa.array(np.array(identities, dtype=np.uint64).view(np.int64)))
@@ -179,31 +176,25 @@ class TypedBatch:
 
         Texts are told apart by their 128-bit xxh3 hash, so no copy of the text is made.
         """
-        decoder = self.decoders.memoized[c.source]
-        seen: dict[int, int] = {}
-        distinct: list[Any] = []
-        positions: list[int | None] = []
         fingerprint = xxhash.xxh3_128_intdigest
-        for row, value in enumerate(values):
-            if value is None:
-                positions.append(None)
+        numbers: dict[int, int] = {}
+        positions = np.array([-1 if value is None else numbers.setdefault(fingerprint(value), len(numbers))
+                              for value in values], dtype=np.int32)
+        distinct, first_rows = np.unique(positions, return_index=True)
+        decoder = self.decoders.memoized[c.source]
+        decoded: list[Any] = []
+        failed: list[int] = []
+        for number, row in zip(distinct.tolist(), first_rows.tolist(), strict=True):
+            if number < 0:
                 continue
-            key = fingerprint(value)
-            at = seen.get(key)
-            if at is None:
-                try:
-                    decoded = decoder.decode(value)
-                except DECODE_ERRORS:
-                    decoded = NotTyped
-                at = seen[key] = len(distinct)
-                distinct.append(decoded)
-            if distinct[at] is NotTyped:
-                refused[row] = True
-                positions.append(None)
-            else:
-                positions.append(at)
-        converted = _column(c, [None if d is NotTyped else d for d in distinct])
-        return converted.take(pa.array(positions, pa.int32()))
+            try:
+                decoded.append(decoder.decode(values[row]))
+            except DECODE_ERRORS:
+                decoded.append(None)
+                failed.append(number)
+        if failed:
+            refused |= np.isin(positions, failed)
+        return _column(c, decoded).take(pa.array(positions, mask=positions < 0))
 
 
 def _names_its_moment(texts: pa.Array, times: pa.Array) -> np.ndarray:
@@ -240,24 +231,22 @@ def _column(f: Field, values: Sequence[Any]) -> pa.Array:
     return pa.array(values, arrow_type(f))
 
 
-def _json_column(f: Field, values: tuple[Any, ...], refused: np.ndarray, null_json: list[tuple[int, str]]) -> pa.Array:
-    """Free-form objects as their delivered JSON text; an explicit null is noted for `extrafields`."""
+def _json_column(values: tuple[Any, ...], refused: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Free-form objects as their delivered JSON text, and which rows held an explicit null (for `extrafields`)."""
     if values.count(None) == len(values):
-        return pa.nulls(len(values), pa.string())
-    texts = [None if v is None else bytes(v) for v in values]
-    for row, text in enumerate(texts):
-        if text == JSON_NULL:
-            null_json.append((row, f.source))
-            texts[row] = None
-    binary = pa.array(texts, pa.binary())
+        return pa.nulls(len(values), pa.string()), np.zeros(len(values), dtype=bool)
+    binary = pa.array([None if v is None else bytes(v) for v in values], pa.binary())
+    null = pc.equal(binary, pa.scalar(JSON_NULL, pa.binary())).fill_null(False)
+    binary = pc.if_else(null, pa.scalar(None, pa.binary()), binary)
     try:
-        return binary.cast(pa.string())
+        return binary.cast(pa.string()), null.to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:
+        texts = binary.to_pylist()
         for row, text in enumerate(texts):
             if text is not None and not _is_utf8(text):
                 refused[row] = True
                 texts[row] = None
-        return pa.array(texts, pa.binary()).cast(pa.string())
+        return pa.array(texts, pa.binary()).cast(pa.string()), null.to_numpy(zero_copy_only=False)
 
 
 def _is_utf8(text: bytes) -> bool:
@@ -268,12 +257,17 @@ def _is_utf8(text: bytes) -> bool:
     return True
 
 
-def _extrafields(rows: int, null_json: list[tuple[int, str]]) -> pa.Array:
-    """The merge patch of a typed row: only the free-form fields that were an explicit null."""
-    patches: dict[int, list[str]] = {}
-    for row, source in null_json:
-        patches.setdefault(row, []).append(source)
-    texts: list[str | None] = [None] * rows
-    for row, sources in patches.items():
-        texts[row] = "{" + ",".join(f'"{source}":null' for source in sources) + "}"
-    return pa.array(texts, pa.string())
+def _extrafields(null_json: dict[str, np.ndarray]) -> pa.Array:
+    """The merge patch of typed rows: only the free-form fields that were an explicit null, in schema order.
+
+    Rows share a handful of combinations, so each combination's text is made once.
+    """
+    sources = list(null_json)
+    combination = np.zeros(len(next(iter(null_json.values()))), dtype=np.int32)
+    for bit, source in enumerate(sources):
+        combination |= null_json[source].astype(np.int32) << bit
+    present = np.unique(combination).tolist()
+    texts = ["{" + ",".join(f'"{source}":null' for bit, source in enumerate(sources) if code >> bit & 1) + "}"
+             if code else None for code in present]
+    indices = np.searchsorted(present, combination).astype(np.int32)
+    return pa.DictionaryArray.from_arrays(indices, pa.array(texts, pa.string())).cast(pa.string())
