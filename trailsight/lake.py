@@ -20,10 +20,11 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -589,7 +590,7 @@ def ingest(
             tasks: list[ConvertTask] = [(source.url, group, max_uncompressed, spill_folder) for group in groups]
             writer = PartitionWriter(lake, MAX_BUFFERED_ROWS, pool, workers)
             done = 0
-            for batch in _converted(tasks, pool, IN_FLIGHT_PER_WORKER * workers):
+            for batch in _converted(tasks, pool, workers):
                 for converted in batch.files:
                     summary.count(converted)
                     quarantine_key = write_quarantine(lake, converted)
@@ -664,22 +665,46 @@ def _spill_folder(needed: bool) -> Iterator[str | None]:
         yield folder
 
 
-def _converted(tasks: list[ConvertTask], pool: ProcessPoolExecutor | None,
-               in_flight: int) -> Iterator[ConvertedBatch]:
+def _converted(tasks: list[ConvertTask], pool: ProcessPoolExecutor | None, workers: int) -> Iterator[ConvertedBatch]:
     """Convert the batches, in the pool when there is one, yielding results in input order (reproducible runs).
 
-    At most `in_flight` batches are in flight (a few MB each), so results never pile up.
+    While the pool's processes start (the forkserver imports the libraries, about half a second), this process
+    converts the first batches itself rather than wait. At most IN_FLIGHT_PER_WORKER batches per worker are in
+    flight (a few MB each), so results never pile up.
     """
     if pool is None:
         yield from map(_convert_batch, tasks)
         return
+    started = _start_workers(pool, workers)
+    position = 0
+    while position < len(tasks) and not started.is_set():
+        yield _convert_batch(tasks[position])
+        position += 1
     pending: deque[Future[ConvertedBatch]] = deque()
-    for task in tasks:
+    for task in tasks[position:]:
         pending.append(pool.submit(_convert_batch, task))
-        if len(pending) >= in_flight:
+        if len(pending) >= IN_FLIGHT_PER_WORKER * workers:
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
+
+
+def _worker_ready() -> None:
+    """A task that only proves its worker has started."""
+
+
+def _start_workers(pool: ProcessPoolExecutor, count: int) -> threading.Event:
+    """Start the pool's processes from another thread; the event is set once they run (or failed to start)."""
+    started = threading.Event()
+
+    def start() -> None:
+        try:
+            wait([pool.submit(_worker_ready) for _ in range(count)])
+        finally:
+            started.set()
+
+    threading.Thread(target=start, name="trailsight-start-workers", daemon=True).start()
+    return started
 
 
 def _record_run(lake: Storage, summary: IngestSummary) -> None:
