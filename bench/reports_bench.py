@@ -58,11 +58,11 @@ def ensure_archive(data: Path, days: int, events_per_day: int, seed: int) -> Pat
 
 
 def ensure_lake(data: Path, archive: Path, days: int) -> Path:
-    from trailsight.lake import ingest
+    from trailsight.lake import FORMAT_KEY, ingest
 
     lake = data / archive.name.replace("archive", "lake")
     done = lake / "_bench_ready"
-    if not done.exists():
+    if not (done.exists() and (lake / FORMAT_KEY).exists()):  # a lake of an older format is made again
         shutil.rmtree(lake, ignore_errors=True)
         started = time.monotonic()
         summary = ingest(archive, lake, END - timedelta(days=days - 1), END)
