@@ -27,6 +27,7 @@ from trailsight.lake import (
     LOCK_KEY,
     SPILL_PREFIX,
     FileToWrite,
+    _worker_pool,
     ingest,
     lake_lock,
     partition_key,
@@ -271,3 +272,12 @@ def test_a_writer_writes_nothing_once_the_run_holding_the_lock_is_gone(tmp_path:
     write_files(Storage(tmp_path / "lake"), [file], deriver, owner=os.getpid())
     deriver.close()
     assert [p.name for p in (tmp_path / "lake").rglob("*.parquet") if "_derived" not in p.parts] == ["part-x.parquet"]
+
+
+def test_workers_see_the_environment_of_the_run_not_of_the_forkserver(monkeypatch: pytest.MonkeyPatch) -> None:
+    with _worker_pool(2) as pool:  # the forkserver runs from here on, with the environment of this moment
+        assert pool is not None and pool.submit(os.getpid).result() != os.getpid()
+    monkeypatch.setenv("TRAILSIGHT_RUN_MARK", "set after the forkserver started")
+    with _worker_pool(2) as pool:
+        assert pool is not None
+        assert pool.submit(os.getenv, "TRAILSIGHT_RUN_MARK").result() == "set after the forkserver started"

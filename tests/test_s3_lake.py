@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import WriteLog, day_start, log_key, make_event
 
+import trailsight.lake as lake_module
 from trailsight.errors import LakeLockedError
 from trailsight.export import export
 from trailsight.lake import ingest, lake_lock
@@ -27,10 +28,12 @@ def small_archive(write_log: WriteLog) -> None:
 QUERY = "SELECT eventid, event_date, account, region, eventhash FROM cloudtrail ORDER BY eventid, account"
 
 
-def test_ingest_from_and_to_s3_matches_the_local_run(tmp_path: Path, write_log: WriteLog, s3_bucket: str) -> None:
+def test_ingest_from_and_to_s3_matches_the_local_run(tmp_path: Path, write_log: WriteLog, s3_bucket: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     small_archive(write_log)
     copy_objects(Storage(tmp_path / "source"), Storage(f"{s3_bucket}/trails"))
     local = ingest(tmp_path / "source", tmp_path / "lake", date(2024, 5, 1), date(2024, 5, 2), workers=1)
+    monkeypatch.setattr(lake_module, "BATCH_FILES", 1)  # several batches: worker processes read and write S3
     remote = ingest(f"{s3_bucket}/trails", f"{s3_bucket}/lake", date(2024, 5, 1), date(2024, 5, 2), workers=2)
     assert (remote.events_read, remote.events_written, remote.duplicates) == (
         local.events_read, local.events_written, local.duplicates)

@@ -512,7 +512,13 @@ def _ingest_memory_pool() -> Iterator[None]:
         pa.set_memory_pool(previous)
 
 
-def _worker_init() -> None:
+def _worker_init(environment: dict[str, str]) -> None:
+    """Prepare a worker: the run's environment (credentials, endpoints) and the faster memory pool.
+
+    A forkserver's workers inherit the environment the server started with, which can be older than the run's.
+    """
+    os.environ.clear()
+    os.environ.update(environment)
     pool = _fast_memory_pool()
     if pool is not None:
         pa.set_memory_pool(pool)
@@ -622,7 +628,8 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     # server imports this module once, so the workers it forks start with pyarrow, DuckDB and msgspec loaded.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
+                               initargs=(dict(os.environ),))
     try:
         yield pool
     finally:
