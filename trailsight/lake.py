@@ -203,7 +203,8 @@ def spill(rows: pa.Table, folder: str) -> str:
     """Write rows to an Arrow file in `folder` (the ingest's private temporary folder) and return its path.
 
     Rows cross from a conversion worker to a writing worker this way: the parent process, which decides what
-    each file holds, never copies them, and they wait in the page cache, not in any process's memory.
+    each file holds, never copies them, and they wait in the folder (shared memory, else the page cache), not
+    in any process's heap.
     """
     with tempfile.NamedTemporaryFile(dir=folder, suffix=".arrow", delete=False) as handle:
         path = handle.name
