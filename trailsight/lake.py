@@ -708,6 +708,8 @@ def _start_workers(pool: ProcessPoolExecutor, count: int) -> threading.Event:
     def start() -> None:
         try:
             wait([pool.submit(_worker_ready) for _ in range(count)])
+        except RuntimeError:
+            pass  # the pool broke or was shut down (the run failed): the run's own thread reports that
         finally:
             started.set()
 
