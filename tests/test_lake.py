@@ -5,9 +5,11 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -281,3 +283,32 @@ def test_workers_see_the_environment_of_the_run_not_of_the_forkserver(monkeypatc
     with _worker_pool(2) as pool:
         assert pool is not None
         assert pool.submit(os.getenv, "TRAILSIGHT_RUN_MARK").result() == "set after the forkserver started"
+
+
+PARALLEL_RUN = """
+import sys
+import trailsight.lake as lake
+lake.BATCH_FILES = 1
+lake.MAX_BUFFERED_ROWS = 150
+lake.ingest(sys.argv[1], sys.argv[2], workers=2)
+"""
+
+
+def test_parallel_run_killed_midway_leaves_readable_partitions_and_rerun_completes(
+        tmp_path: Path, write_log: WriteLog) -> None:
+    write_day(write_log, files=24, events=60)
+    lake = tmp_path / "lake"
+    run = subprocess.Popen([sys.executable, "-c", PARALLEL_RUN, str(tmp_path / "source"), str(lake)])
+    deadline = time.monotonic() + 60
+    while run.poll() is None and not list(lake.glob("cloudtrail/**/*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    time.sleep(0.5)  # its workers see the run is gone and write nothing more
+    assert count(lake) > 0  # what was written is readable
+    ingest(tmp_path / "source", lake, workers=2)
+    clean = ingest(tmp_path / "source", tmp_path / "clean", workers=1)
+    query = "SELECT eventid, eventhash, event_date, account, region FROM cloudtrail ORDER BY ALL"
+    assert run_sql(lake, query).rows == run_sql(tmp_path / "clean", query).rows
+    assert count(lake) == clean.events_written
+    assert not list(spill_parent().glob(f"{SPILL_PREFIX}{run.pid}-*")), "the killed run's spilled rows remain"

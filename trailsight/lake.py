@@ -589,6 +589,7 @@ def ingest(
     summary.other_objects = len(found.others)
     with lake_lock(lake, f"ingest {start or 'all'}..{end or 'all'} from {source.url}"), _ingest_memory_pool():
         check_lake_format(lake, claim=True)
+        remove_stale_spills()
         groups = batches(files)
         workers = workers or default_workers()
         parallel = workers > 1 and len(groups) > 1
@@ -654,20 +655,21 @@ def spill_parent() -> Path:
     return Path(tempfile.gettempdir())
 
 
-@contextmanager
-def _spill_folder(needed: bool) -> Iterator[str | None]:
-    """The run's private temporary folder for rows between processes (None when converting in this process).
-
-    Named after this process, so that a later run removes what a killed run left behind.
-    """
-    if not needed:
-        yield None
-        return
+def remove_stale_spills() -> None:
+    """Remove the spill folders of runs that were killed: each is named after its run's process."""
     for parent in {spill_parent(), SHARED_MEMORY, Path(tempfile.gettempdir())}:
         for stale in parent.glob(f"{SPILL_PREFIX}*"):
             pid = stale.name.removeprefix(SPILL_PREFIX).split("-")[0]
             if pid.isdigit() and not _pid_alive(int(pid)):
                 shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextmanager
+def _spill_folder(needed: bool) -> Iterator[str | None]:
+    """The run's private temporary folder for rows between processes (None when converting in this process)."""
+    if not needed:
+        yield None
+        return
     with tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=spill_parent(),
                                      ignore_cleanup_errors=True) as folder:
         yield folder
