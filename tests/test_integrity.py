@@ -75,8 +75,11 @@ def test_clean_signed_day_verifies(archive: Path) -> None:
 
 
 def test_without_public_keys_signatures_are_not_checked(archive: Path) -> None:
+    for sidecar in archive.rglob("*.signature"):
+        sidecar.write_text("0" * 512)  # every signature wrong: only a check would notice
     result = verify_digests(archive, DAY)
     assert result.ok and not result.signatures_checked and result.signatures_valid == 0
+    assert not verify_digests(archive, DAY, public_keys=PUBLIC_KEYS).ok
 
 
 def test_recompressed_log_file_still_verifies_because_hashes_cover_uncompressed_bytes(archive: Path) -> None:

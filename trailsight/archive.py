@@ -66,10 +66,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _storage(location: str | Path | Storage) -> Storage:
-    return as_storage(location)
-
-
 def _day_path(day: date) -> str:
     return f"{day:%Y/%m/%d}"
 
@@ -596,7 +592,7 @@ def verify_day(source: str | Path | Storage, lake: str | Path | Storage, day: da
                accounts: Iterable[str] = (), regions: Iterable[str] = ()) -> DayVerification:
     """Check every raw event file delivered on `day` against the lake, without changing anything."""
     policy = policy or load_policy()
-    source, lake = _storage(source), _storage(lake)
+    source, lake = as_storage(source), as_storage(lake)
     found = discover(source, day, day, accounts, regions)
     index = LakeIndex(lake)
     groups = [_verify_group(source, index, policy, group, files)
@@ -757,7 +753,7 @@ def archive_day(source: str | Path | Storage, lake: str | Path | Storage, day: d
     ingest changes the lake while it is being checked. Safe to run again at any time.
     """
     policy = policy or load_policy()
-    source, lake = _storage(source), _storage(lake)
+    source, lake = as_storage(source), as_storage(lake)
     today = today or datetime.now(UTC).date()
     earliest = policy.earliest_archive_date(day)
     if today < earliest and not force:
@@ -986,8 +982,8 @@ def restore_day(source: str | Path | Storage, day: date, policy: Policy | None =
     archive itself). Bundles in GLACIER / DEEP_ARCHIVE get an S3 restore request and are reported pending; run
     again once the restore has finished. Files already back are left alone, so re-running is cheap."""
     policy = policy or load_policy()
-    source = _storage(source)
-    destination = _storage(target) if target is not None else source
+    source = as_storage(source)
+    destination = as_storage(target) if target is not None else source
     bundles = _bundles(source)
     wanted_accounts, wanted_regions = set(accounts), set(regions)
     results = []

@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any
 
 import sqlglot
@@ -171,14 +172,19 @@ def render(sql: str) -> RenderedQuery:
 _MARKER = re.compile(r":trailsight_p(\d+)\b")
 
 
+@cache
+def _shared_definitions() -> dict[str, exp.Expression]:
+    """The views and derived tables, parsed once: views first, then derived tables (which read views), so that
+    each CTE only reads those before it. Callers copy a definition before attaching it to a query."""
+    return {query.name: sqlglot.parse_one(query.sql, read="duckdb") for query in (*load_views(), *load_derived())}
+
+
 def _with_views(tree: exp.Expression) -> exp.Expression:
     """Add the shared views and derived tables a query reads (sql/views, sql/derived) as WITH clauses: Athena
     has neither DuckDB's views nor the lake's derived files, so it computes them from their definitions."""
     if not isinstance(tree, exp.Query):
         return tree
-    # Views first, then derived tables (which read views): each CTE only reads those before it.
-    definitions = {query.name: sqlglot.parse_one(query.sql, read="duckdb")
-                   for query in (*load_views(), *load_derived())}
+    definitions = _shared_definitions()
     defined = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     needed: set[str] = set()
     wanted = [table.name for table in tree.find_all(exp.Table) if not table.db]
@@ -187,7 +193,7 @@ def _with_views(tree: exp.Expression) -> exp.Expression:
         if name in definitions and name not in defined and name not in needed:
             needed.add(name)
             wanted += [table.name for table in definitions[name].find_all(exp.Table) if not table.db]
-    ctes = [exp.CTE(this=body, alias=exp.TableAlias(this=exp.to_identifier(name)))
+    ctes = [exp.CTE(this=body.copy(), alias=exp.TableAlias(this=exp.to_identifier(name)))
             for name, body in definitions.items() if name in needed]
     if ctes:
         existing = tree.args.get("with_")

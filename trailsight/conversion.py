@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
@@ -24,10 +24,17 @@ import xxhash
 from isal import isal_zlib
 
 from trailsight.schema import Field, TableSchema, arrow_schema, load_schema
-from trailsight.typed_events import DECODE_ERRORS, Origin, Source, TypedBatch, split_records
+from trailsight.typed_events import (
+    DECODE_ERRORS,
+    INSIGHT_EVENT_TYPE,
+    NOTIFICATION_SOURCE_PREFIX,
+    Origin,
+    Source,
+    TypedBatch,
+    split_records,
+)
 
 DEFAULT_MAX_UNCOMPRESSED = 512 * 1024 * 1024
-INSIGHT_EVENT_TYPE = "AwsCloudTrailInsight"
 SAFE_PARTITION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 UNKNOWN = "unknown"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -49,27 +56,37 @@ class BadInput(Exception):
 
 def inflate(data: bytes, limit: int = DEFAULT_MAX_UNCOMPRESSED) -> bytes:
     """Decompress gzip (all members) without ever holding more than `limit` bytes: bombs are refused."""
-    parts: list[bytes] = []
+    return b"".join(list(inflate_chunks(data, limit)))  # one member, the usual case: its bytes, not a copy
+
+
+def inflate_chunks(data: bytes, limit: int = DEFAULT_MAX_UNCOMPRESSED,
+                   chunk_size: int | None = None) -> Iterator[bytes]:
+    """The content of gzip data (all members), in pieces of at most `chunk_size` bytes (unbounded when None).
+
+    BadInput as soon as more than `limit` bytes come out (a bomb), or when the data is corrupt or truncated.
+    """
     size = 0
     remaining = data
     while remaining:
         inflater = isal_zlib.decompressobj(wbits=31)
+        pending = remaining
         try:
-            parts.append(inflater.decompress(remaining, limit + 1 - size))
-            size += len(parts[-1])
-            while inflater.unconsumed_tail and size <= limit:
-                parts.append(inflater.decompress(inflater.unconsumed_tail, limit + 1 - size))
-                size += len(parts[-1])
+            while True:
+                chunk = inflater.decompress(pending, min(chunk_size or limit + 1, limit + 1 - size))
+                size += len(chunk)
+                if size > limit:
+                    raise BadInput(f"decompresses to more than {limit:,} bytes (limit; possible gzip bomb)")
+                yield chunk
+                pending = inflater.unconsumed_tail
+                if not pending and (inflater.eof or not chunk):
+                    break
         except (isal_zlib.error, zlib.error) as exc:
             raise BadInput(f"corrupt gzip data: {exc}") from exc
-        if size > limit:
-            raise BadInput(f"decompresses to more than {limit:,} bytes (limit; possible gzip bomb)")
         if not inflater.eof:
             raise BadInput("truncated gzip file: the compressed stream ends early")
         remaining = inflater.unused_data
-        if remaining and remaining.strip(b"\0") == b"":
+        if remaining.strip(b"\0") == b"":
             break
-    return parts[0] if len(parts) == 1 else b"".join(parts)  # one part, the usual case: no copy
 
 
 def _describe_lookalike(doc: Any) -> str:
@@ -376,7 +393,7 @@ def _partition_value(value: Any, fallback: str) -> str:
 
 def _lookalike_reason(record: dict) -> str | None:
     source = record.get("eventSource")
-    if type(source) is str and source.startswith("aws:"):
+    if type(source) is str and source.startswith(NOTIFICATION_SOURCE_PREFIX):
         return f"not a CloudTrail event: an {source} event notification"
     return None
 
@@ -543,7 +560,7 @@ class BatchConverter:
         typed = self.typed
         for index, raw in enumerate(records):
             origin = (source, index, raw, identities[index])
-            if not typed.add(origin, INSIGHT_EVENT_TYPE):
+            if not typed.add(origin):
                 self._convert_exactly(origin)
         return result
 

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from trailsight.conversion import Partition
 from trailsight.errors import StorageError
 from trailsight.schema import arrow_schema, load_schema, partition_schema
-from trailsight.sqlfiles import ATHENA_COMPAT_MACROS, SqlFile, load_derived, load_views
+from trailsight.sqlfiles import SqlFile, create_views, load_derived, load_views, prepare_connection
 from trailsight.storage import Storage
 
 DERIVED_PREFIX = "_derived"
@@ -73,16 +73,13 @@ class Deriver:
 
     def __init__(self) -> None:
         self.con = duckdb.connect(config={"threads": 1})
-        self.con.execute("SET TimeZone = 'UTC'")
+        prepare_connection(self.con)
         # DuckDB turns a long IN list into a join; over one batch of rows the join's setup costs more than the
         # list (the security flags have twenty such lists: a third of their time).
         self.con.execute("SET disabled_optimizers = 'in_clause'")
-        for macro in ATHENA_COMPAT_MACROS:
-            self.con.execute(macro)
         self.con.register("trailsight_rows", _no_rows())
         self.con.execute("CREATE VIEW cloudtrail AS SELECT * FROM trailsight_rows")
-        for view in load_views():
-            self.con.execute(f"CREATE VIEW {view.name} AS {view.sql}")
+        create_views(self.con)
 
     def derive(self, rows: pa.Table | ds.Dataset, names: tuple[str, ...] | None = None) -> dict[str, pa.Table]:
         """The derived tables of rows that carry their partition columns (in memory, or a Hive dataset)."""

@@ -324,7 +324,7 @@ def detect_spikes(lake: str | Storage, con: duckdb.DuckDBPyConnection, day: date
     midnight = _midnight(day)
 
     history_start = day - timedelta(days=config.history_days)
-    use_derived(con, lake, "insight_minutes", history_start, day)
+    use_derived(con, lake, "insight_minutes", day, day)  # the history only when a series is a candidate
     counts: dict[SeriesKey, np.ndarray] = {}
     for insight_type, account, region, source, name, code, minute, calls in _fetch(
             con, "spikes_day_minutes", {"day": day}):
@@ -354,6 +354,7 @@ def detect_spikes(lake: str | Storage, con: duckdb.DuckDBPyConnection, day: date
                   and (day - first_days.get(key[1], day)).days >= config.min_history_days]
     per_day: dict[SeriesKey, dict[date, tuple[int, int, int]]] = {key: {} for key in candidates}
     if candidates:
+        use_derived(con, lake, "insight_minutes", history_start, day)
         con.register("spike_series", _table(_SERIES_SCHEMA, candidates))
         try:
             for account, region in sorted({(key[1], key[2]) for key in candidates}):

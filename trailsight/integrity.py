@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import zlib
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -43,9 +42,8 @@ import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from isal import isal_zlib
 
-from trailsight.conversion import DEFAULT_MAX_UNCOMPRESSED, BadInput, inflate
+from trailsight.conversion import DEFAULT_MAX_UNCOMPRESSED, BadInput, inflate, inflate_chunks
 from trailsight.discovery import LogObject, ObjectKind, discover
 from trailsight.errors import StorageError, UsageError
 from trailsight.storage import Storage, as_storage
@@ -187,28 +185,8 @@ def load_public_keys(source: str | Path | Mapping[str, str]) -> dict[str, rsa.RS
 def uncompressed_sha256(data: bytes, limit: int = DEFAULT_MAX_UNCOMPRESSED) -> str:
     """Hex SHA-256 of a gzip file's content (all members), hashed as it inflates: never held whole in memory."""
     digest = hashlib.sha256()
-    total = 0
-    remaining = data
-    while remaining:
-        inflater = isal_zlib.decompressobj(wbits=31)
-        pending = remaining
-        try:
-            while True:
-                chunk = inflater.decompress(pending, HASH_CHUNK)
-                digest.update(chunk)
-                total += len(chunk)
-                if total > limit:
-                    raise BadInput(f"decompresses to more than {limit:,} bytes (limit; possible gzip bomb)")
-                pending = inflater.unconsumed_tail
-                if not pending and (inflater.eof or not chunk):
-                    break
-        except (isal_zlib.error, zlib.error) as exc:
-            raise BadInput(f"corrupt gzip data: {exc}") from exc
-        if not inflater.eof:
-            raise BadInput("truncated gzip file: the compressed stream ends early")
-        remaining = inflater.unused_data
-        if remaining.strip(b"\0") == b"":
-            break
+    for chunk in inflate_chunks(data, limit, HASH_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -249,7 +227,7 @@ class _Digest:
 
     def relative(self, s3_key: str) -> str:
         """Key, relative to the source root, of an object the digest names by its bucket key."""
-        return s3_key.removeprefix(self.base) if s3_key.startswith(self.base) else s3_key
+        return s3_key.removeprefix(self.base)
 
 
 def _parse_time(value: Any) -> datetime:

@@ -8,6 +8,7 @@ read through pyarrow datasets registered in DuckDB, which push projections and f
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from trailsight.aws import region_name, s3_endpoint
-from trailsight.conversion import CLOUDTRAIL_TABLE, INSIGHTS_TABLE
+from trailsight.conversion import CLOUDTRAIL_TABLE, INSIGHTS_TABLE, Partition
 from trailsight.derived import (
     DerivedTable,
     Deriver,
@@ -28,7 +29,7 @@ from trailsight.derived import (
 from trailsight.errors import QueryError, first_line
 from trailsight.lake import lake_files, partition_of
 from trailsight.schema import TableSchema, duckdb_type, load_schema, partition_schema
-from trailsight.sqlfiles import ATHENA_COMPAT_MACROS, load_views
+from trailsight.sqlfiles import create_views, prepare_connection
 from trailsight.storage import Storage, as_storage
 
 
@@ -93,19 +94,16 @@ def connect(lake: str | Storage) -> duckdb.DuckDBPyConnection:
     lake = as_storage(lake)
     schema = load_schema()
     con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    prepare_connection(con)
     # Reports run several queries over the same day's files: read each file footer once per connection.
     con.execute("SET parquet_metadata_cache = true")
-    for macro in ATHENA_COMPAT_MACROS:
-        con.execute(macro)
     native = lake.is_local or _httpfs_secret(con)
     for table in (CLOUDTRAIL_TABLE, INSIGHTS_TABLE):
         if native:
             con.execute(f"CREATE VIEW {table} AS {_view_sql(lake, table, schema)}")
         else:
             _register_s3_table(con, lake, table, schema)
-    for view in load_views():
-        con.execute(f"CREATE VIEW {view.name} AS {view.sql}")
+    create_views(con)
     return con
 
 
@@ -137,20 +135,22 @@ def _derive_missing(lake: Storage, table: DerivedTable, data_keys: list[str]) ->
     """Derive what data files lack, reading only the columns the table needs; keep the files when allowed."""
     if not data_keys:
         return []
-    rounds: list[list[str]] = []
-    for key in data_keys:  # a round holds one file per partition
-        free = next((r for r in rounds if all(partition_of(k) != partition_of(key) for k in r)), None)
-        if free is None:
-            rounds.append(free := [])
-        free.append(key)
+    rounds: list[list[tuple[str, Partition]]] = []
+    seen: Counter[Partition] = Counter()
+    for key in data_keys:  # a round holds one file per partition: a partition's n-th file goes to round n
+        partition = partition_of(key)
+        round_number = seen[partition]
+        seen[partition] += 1
+        if round_number == len(rounds):
+            rounds.append([])
+        rounds[round_number].append((key, partition))
     computed = []
     deriver = Deriver()
     try:
-        for keys in rounds:
-            rows = ds.dataset([lake.path(key) for key in keys], filesystem=lake.fs, format="parquet",
+        for files in rounds:
+            rows = ds.dataset([lake.path(key) for key, _ in files], filesystem=lake.fs, format="parquet",
                               partitioning=ds.partitioning(partition_schema(load_schema()), flavor="hive"),
                               partition_base_dir=lake.path(CLOUDTRAIL_TABLE))
-            files = [(key, partition_of(key)) for key in keys]
             computed.append(deriver.keep(lake, rows, files, (table.name,), required=False)[table.name])
     finally:
         deriver.close()

@@ -29,7 +29,6 @@ SCALARS: dict[str, tuple[pa.DataType, str, str]] = {
     "date": (pa.date32(), "DATE", "date"),
     "map": (pa.map_(pa.string(), pa.string()), "MAP(VARCHAR, VARCHAR)", "map<string,string>"),
 }
-SCALAR_TYPES = set(SCALARS)
 
 
 @dataclass(frozen=True)
@@ -74,8 +73,8 @@ def _parse_field(raw: dict, where: str) -> Field:
             raise SchemaError(f"{where}: an array needs items")
         return Field(name, raw.get("source", name), kind, raw.get("doc", ""),
                      items=_parse_field(raw["items"], f"{where}[]"))
-    if kind not in SCALAR_TYPES:
-        raise SchemaError(f"{where}: unknown type {kind!r}; use one of {sorted(SCALAR_TYPES | {'struct', 'array'})}")
+    if kind not in SCALARS:
+        raise SchemaError(f"{where}: unknown type {kind!r}; use one of {sorted({*SCALARS, 'struct', 'array'})}")
     return Field(name, raw.get("source", name), kind, raw.get("doc", ""))
 
 

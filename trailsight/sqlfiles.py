@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
+
+import duckdb
 
 from trailsight.errors import UsageError
 from trailsight.schema import PROJECT_ROOT
@@ -60,10 +63,27 @@ def load_sql(name: str) -> SqlFile:
 def load_views() -> tuple[SqlFile, ...]:
     """Views over the lake tables (`sql/views/*.sql`), shared by the reports: created in DuckDB, inlined as
     WITH clauses for Athena."""
-    return tuple(parse_sql_file(path.stem, path.read_text()) for path in sorted(VIEWS_DIR.glob("*.sql")))
+    return _load_folder(VIEWS_DIR)
 
 
 @cache
 def load_derived() -> tuple[SqlFile, ...]:
     """Tables derived from each data file of the lake (`sql/derived/*.sql`), see trailsight.derived."""
-    return tuple(parse_sql_file(path.stem, path.read_text()) for path in sorted(DERIVED_DIR.glob("*.sql")))
+    return _load_folder(DERIVED_DIR)
+
+
+def _load_folder(folder: Path) -> tuple[SqlFile, ...]:
+    return tuple(parse_sql_file(path.stem, path.read_text()) for path in sorted(folder.glob("*.sql")))
+
+
+def prepare_connection(con: duckdb.DuckDBPyConnection) -> None:
+    """What every DuckDB connection over the lake needs before its tables: UTC times and Athena's functions."""
+    con.execute("SET TimeZone = 'UTC'")
+    for macro in ATHENA_COMPAT_MACROS:
+        con.execute(macro)
+
+
+def create_views(con: duckdb.DuckDBPyConnection) -> None:
+    """The shared views (`sql/views`), once the connection has its `cloudtrail` table."""
+    for view in load_views():
+        con.execute(f"CREATE VIEW {view.name} AS {view.sql}")

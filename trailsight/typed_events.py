@@ -27,6 +27,8 @@ from trailsight.schema import Field, arrow_schema, arrow_type, load_schema
 # decoded and converted once per batch, and the column is built by index.
 MEMOIZED = frozenset({"userIdentity", "tlsDetails", "resources"})
 JSON_NULL = b"null"
+INSIGHT_EVENT_TYPE = "AwsCloudTrailInsight"
+NOTIFICATION_SOURCE_PREFIX = "aws:"  # an S3, DynamoDB or Kinesis event notification: "aws:s3", ...
 _MICROS_PER_DAY = 86_400_000_000
 _CANONICAL_TIME = "%Y-%m-%dT%H:%M:%SZ"
 _FIRST_MICROS = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z: Python has no year 0
@@ -116,17 +118,16 @@ class TypedBatch:
         self.sources.append(source)
         return len(self.sources) - 1
 
-    def add(self, origin: Origin, insight_type: str) -> bool:
+    def add(self, origin: Origin) -> bool:
         """Take the record when it fits the typed structs; False leaves it to the exact conversion."""
         try:
             event = self.decoders.event.decode(origin[2])
         except DECODE_ERRORS:
             return False
-        time = event.eventTime  # type: ignore[attr-defined]
+        time, source = event.eventTime, event.eventSource
         if time is None or len(time) != 20 or time[10] != "T" or time[19] != "Z":
             return False
-        source = event.eventSource  # type: ignore[attr-defined]
-        if (source is not None and source.startswith("aws:")) or event.eventType == insight_type:  # type: ignore[attr-defined]
+        if event.eventType == INSIGHT_EVENT_TYPE or (source or "").startswith(NOTIFICATION_SOURCE_PREFIX):
             return False
         self.events.append(event)
         self.origins.append(origin)
