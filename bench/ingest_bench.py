@@ -61,7 +61,7 @@ def folder_bytes(folder: Path, suffix: str = ".parquet") -> int:
 
 
 def ensure_archive(data: Path, days: int, events_per_day: int) -> Path:
-    from trailsight.generate import generate_archive
+    from trailsight.synth.generate import generate_archive
 
     archive = data / f"archive-{days}d-{events_per_day}"
     if not (archive / "ground_truth.json").exists():
@@ -78,7 +78,7 @@ def ensure_archive(data: Path, days: int, events_per_day: int) -> Path:
 
 
 def run_trailsight(files: list[Path], archive: Path, out: Path, workers: int) -> int:
-    from trailsight.lake import ingest
+    from trailsight.lake.ingest import ingest
 
     summary = ingest(archive, out, workers=workers)
     return summary.events_read
@@ -134,7 +134,7 @@ def child(approach: str, archive: Path, out: Path, fraction: float) -> None:
     import duckdb  # noqa: F401
     import pandas  # noqa: F401
 
-    import trailsight.lake  # noqa: F401
+    import trailsight.lake.ingest  # noqa: F401
 
     started = time.monotonic()
     if approach == "trailsight":
@@ -153,7 +153,7 @@ def child(approach: str, archive: Path, out: Path, fraction: float) -> None:
 
 def spilled_bytes() -> int:
     """Bytes of rows trailsight's workers have spilled to its temporary folders: memory too, if not a process's."""
-    from trailsight.lake import SPILL_PREFIX, spill_parent
+    from trailsight.lake.ingest import SPILL_PREFIX, spill_parent
 
     total = 0
     for folder in spill_parent().glob(f"{SPILL_PREFIX}*"):

@@ -46,7 +46,7 @@ SECURITY_KINDS = {"root_console_login_without_mfa": ("cis-4.3", "console-login-w
 
 
 def ensure_archive(data: Path, days: int, events_per_day: int, seed: int) -> Path:
-    from trailsight.generate import generate_archive
+    from trailsight.synth.generate import generate_archive
 
     archive = data / f"reports-archive-{days}d-{events_per_day}-s{seed}"
     if not (archive / "ground_truth.json").exists():
@@ -58,7 +58,7 @@ def ensure_archive(data: Path, days: int, events_per_day: int, seed: int) -> Pat
 
 
 def ensure_lake(data: Path, archive: Path, days: int) -> Path:
-    from trailsight.lake import FORMAT_KEY, ingest
+    from trailsight.lake.ingest import FORMAT_KEY, ingest
 
     lake = data / archive.name.replace("archive", "lake")
     done = lake / "_bench_ready"
@@ -79,7 +79,7 @@ def delivered_gzip_bytes(archive: Path, day: date) -> int:
 
 
 def lake_events(lake: Path, day: date) -> int:
-    from trailsight.query import run_sql
+    from trailsight.query.duckdb_engine import run_sql
 
     return run_sql(lake, "SELECT count(*) FROM cloudtrail WHERE event_date = $day", {"day": day}).rows[0][0]
 
@@ -96,7 +96,7 @@ class Measure:
 
 
 def measured(measure: Measure) -> Callable[..., Any]:
-    import trailsight.reports as reports
+    import trailsight.report.daily as reports
 
     original = reports.run_report_sql
 
@@ -114,7 +114,7 @@ def measured(measure: Measure) -> Callable[..., Any]:
 
 def connection(lake: Path) -> duckdb.DuckDBPyConnection:
     """The lake's connection, as the reports get it, with DuckDB's profiling on."""
-    from trailsight.query import connect
+    from trailsight.query.duckdb_engine import connect
 
     con = connect(lake)
     con.execute("SET enable_profiling = 'no_output'")
@@ -123,7 +123,7 @@ def connection(lake: Path) -> duckdb.DuckDBPyConnection:
 
 
 def run_report(lake: Path, name: str, day: date) -> tuple[float, Measure]:
-    import trailsight.reports as reports
+    import trailsight.report.daily as reports
 
     measure = Measure()
     original = reports.run_report_sql
@@ -143,8 +143,8 @@ def overlaps(a_start: datetime, a_end: datetime, b_start: datetime, b_end: datet
 
 
 def score(lake: Path, archive: Path, days: list[date]) -> dict[str, Any]:
-    from trailsight.insights import detect_spikes
-    from trailsight.query import connect
+    from trailsight.query.duckdb_engine import connect
+    from trailsight.report.insights import detect_spikes
 
     truth = [t for t in json.loads((archive / "ground_truth.json").read_text()) if t["kind"] in SPIKE_KINDS]
     for t in truth:
@@ -185,7 +185,7 @@ def score(lake: Path, archive: Path, days: list[date]) -> dict[str, Any]:
 
 def score_security(lake: Path, archive: Path) -> list[str]:
     """Each injected security incident: did every expected control list its events on its day?"""
-    from trailsight.reports import security_report
+    from trailsight.report.daily import security_report
 
     lines = []
     for incident in json.loads((archive / "ground_truth.json").read_text()):
@@ -212,7 +212,7 @@ def main() -> None:
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
 
-    from trailsight.reports import REPORTS, write_daily_report
+    from trailsight.report.daily import REPORTS, write_daily_report
 
     archive = ensure_archive(args.data, args.days, args.events_per_day, args.seed)
     lake = ensure_lake(args.data, archive, args.days)

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from trailsight.prefect_env import configure_prefect
+from trailsight.flows.prefect_env import configure_prefect
 
 configure_prefect()
 
@@ -18,9 +18,13 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from trailsight import alerts, archive, lake, reports, retention  # noqa: E402
-from trailsight.athena import AthenaSettings  # noqa: E402
 from trailsight.errors import ArchiveError, TransientError, UsageError  # noqa: E402
+from trailsight.lake import ingest as lake  # noqa: E402
+from trailsight.query.athena import AthenaSettings  # noqa: E402
+from trailsight.report import alerts  # noqa: E402
+from trailsight.report import daily as reports  # noqa: E402
+from trailsight.retention import archive  # noqa: E402
+from trailsight.retention import policy as retention  # noqa: E402
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -105,7 +105,7 @@ def moto_endpoint() -> Iterator[str]:
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
                        "TRAILSIGHT_S3_ENDPOINT": endpoint, "AWS_ENDPOINT_URL": endpoint})
-    from trailsight import aws
+    from trailsight.storage import aws
 
     aws.client.cache_clear()
     yield endpoint
@@ -125,7 +125,7 @@ _AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", 
 @pytest.fixture
 def s3_bucket(moto_endpoint: str) -> str:
     """A fresh, empty bucket; returns its s3:// URL."""
-    from trailsight.aws import client
+    from trailsight.storage.aws import client
 
     name = f"bucket-{uuid.uuid4().hex[:12]}"
     client("s3").create_bucket(Bucket=name)

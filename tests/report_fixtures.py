@@ -11,7 +11,7 @@ from typing import Any
 
 from conftest import ACCOUNT, REGION, log_key, make_event
 
-from trailsight.lake import ingest
+from trailsight.lake.ingest import ingest
 
 
 def iam_user(name: str, account: str = ACCOUNT) -> dict[str, Any]:

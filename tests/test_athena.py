@@ -12,10 +12,10 @@ import pytest
 import requests
 import sqlglot
 
-from trailsight.athena import AthenaSettings, create_tables, ddl, render, run_query, scan_cost
-from trailsight.aws import client
 from trailsight.errors import UsageError
+from trailsight.query.athena import AthenaSettings, create_tables, ddl, render, run_query, scan_cost
 from trailsight.schema import load_schema
+from trailsight.storage.aws import client
 
 
 def test_render_turns_named_parameters_into_ordered_placeholders() -> None:

@@ -9,7 +9,7 @@ import pytest
 import typer
 from conftest import WriteLog, day_start, log_key, make_event
 
-from trailsight.cli import app, run
+from trailsight.cli.main import app, run
 
 COMMANDS = (
     "ingest", "export", "sql", "generate", "demo", "schema", "report", "verify", "archive", "restore", "lifecycle",
@@ -143,7 +143,7 @@ def test_verify_reports_ok_and_a_tampered_file_with_exit_code_2(tmp_path: Path,
     import gzip
     from datetime import date
 
-    from trailsight.generate import generate_archive
+    from trailsight.synth.generate import generate_archive
 
     generate_archive(tmp_path / "src", days=1, seed=4, end=date(2024, 5, 1), events_per_day=300)
     assert run(["verify", "--source", str(tmp_path / "src"), "--date", "2024-05-01"]) == 0
@@ -158,7 +158,7 @@ def test_verify_reports_ok_and_a_tampered_file_with_exit_code_2(tmp_path: Path,
 def test_report_with_source_includes_integrity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from datetime import date
 
-    from trailsight.generate import generate_archive
+    from trailsight.synth.generate import generate_archive
 
     generate_archive(tmp_path / "src", days=1, seed=4, end=date(2024, 5, 1), events_per_day=300)
     assert run(["ingest", "--source", str(tmp_path / "src"), "--lake", str(tmp_path / "lake"), "--workers", "1",

@@ -17,12 +17,12 @@ import pytest
 import typer
 from conftest import WriteLog, day_start, log_key, make_event
 
-from trailsight.aws import client, split_s3_url
-from trailsight.cli import EXIT_PENDING, run
-from trailsight.costs import cost_plan, load_prices
-from trailsight.lake import ingest
-from trailsight.retention import load_policy
-from trailsight.storage import Storage
+from trailsight.cli.main import EXIT_PENDING, run
+from trailsight.lake.ingest import ingest
+from trailsight.retention.costs import cost_plan, load_prices
+from trailsight.retention.policy import load_policy
+from trailsight.storage.aws import client, split_s3_url
+from trailsight.storage.store import Storage
 
 DAY = "2024-05-01"
 ACCOUNT = "111122223333"
@@ -348,8 +348,8 @@ def test_retention_plan_json_is_the_library_s_plan(tmp_path: Path, write_log: Wr
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--start", DAY], "Error: --start and --end go together\n"),
-    (["--prices", "nope.toml"], "Error: no price table at nope.toml; copy retention-prices.toml from the "
-                                "trailsight project\n"),
+    (["--prices", "nope.toml"], "Error: no price table at nope.toml; write one with "
+                                "`trailsight retention defaults --prices > retention-prices.toml` and edit it\n"),
 ])
 def test_retention_plan_errors_are_one_line(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
     assert run(["retention", "plan", "--source", str(tmp_path), *extra]) == 1

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from conftest import make_event
 
-from trailsight.conversion import (
+from trailsight.convert.records import (
     CLOUDTRAIL_TABLE,
     INSIGHTS_TABLE,
     BadInput,

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from conftest import day_start, log_key, make_event
 
-from trailsight.archive import archive_day
-from trailsight.costs import (
+from trailsight.errors import PolicyError
+from trailsight.lake.ingest import ingest
+from trailsight.retention.archive import archive_day
+from trailsight.retention.costs import (
     AS_IS,
     GIB,
     KIB,
@@ -26,10 +28,8 @@ from trailsight.costs import (
     prices_from_dict,
     project_costs,
 )
-from trailsight.errors import PolicyError
-from trailsight.lake import ingest
-from trailsight.retention import Policy, policy_from_dict
-from trailsight.storage import Storage
+from trailsight.retention.policy import Policy, policy_from_dict
+from trailsight.storage.store import Storage
 
 # Round prices: STANDARD costs 0.001 per GiB-day with 30-day months.
 CLASS = {"put_per_1000": 0.0, "get_per_1000": 0.0, "transition_per_1000": 0.0, "min_days": 0, "min_billable_kb": 0,

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from trailsight.aws import client
-from trailsight.schema import PROJECT_ROOT
+from trailsight.storage.aws import client
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 FIRST, LAST, NEXT = date(2024, 5, 1), date(2024, 5, 7), date(2024, 5, 8)
@@ -86,6 +87,7 @@ def run_deployment(env: dict[str, str], project: Path, name: str, **parameters: 
 STATE_OF_RUN = """
 import asyncio, json, sys
 from prefect.client.orchestration import get_client
+
 async def main():
     async with get_client() as client:
         run = await client.read_flow_run(sys.argv[1])
@@ -95,7 +97,7 @@ asyncio.run(main())
 
 
 def test_week_backfilled_then_daily_through_real_deployments(prefect_server: dict[str, str], tmp_path: Path) -> None:
-    from trailsight.generate import generate_archive
+    from trailsight.synth.generate import generate_archive
 
     project = tmp_path / "project"
     shutil.copytree(PROJECT_ROOT, project, ignore=shutil.ignore_patterns(".venv", ".git", ".prefect", "demo",

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from report_fixtures import build_lake, report_lake_events
 
-import trailsight.derived as derived
+import trailsight.lake.derived as derived
 from trailsight.errors import StorageError
-from trailsight.lake import lake_files
-from trailsight.query import connect, use_derived
-from trailsight.reports import jsonable, run_reports
-from trailsight.sqlfiles import SqlFile
-from trailsight.storage import Storage, copy_objects
+from trailsight.lake.ingest import lake_files
+from trailsight.query.duckdb_engine import connect, use_derived
+from trailsight.query.sqlfiles import SqlFile
+from trailsight.report.daily import jsonable, run_reports
+from trailsight.storage.store import Storage, copy_objects
 
 DAY = date(2024, 3, 10)
 FIRST = DAY - timedelta(days=3)

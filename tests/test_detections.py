@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from report_fixtures import ACCOUNT, assumed_role, build_lake, console_login, event, iam_user, root, service
 
-from trailsight.detections import CONTROLS, CONTROLS_BY_ID, DetectionConfig, Finding, run_detections
-from trailsight.query import connect
-from trailsight.reports import security_report
-from trailsight.sqlfiles import load_derived
-from trailsight.storage import Storage
+from trailsight.query.duckdb_engine import connect
+from trailsight.query.sqlfiles import load_derived
+from trailsight.report.daily import security_report
+from trailsight.report.detections import CONTROLS, CONTROLS_BY_ID, DetectionConfig, Finding, run_detections
+from trailsight.storage.store import Storage
 
 DAY = date(2024, 3, 10)
 SPRAYED = "222200000001"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from conftest import WriteLog, day_start, log_key, make_event
 
-from trailsight.discovery import ObjectKind, delivery_time, discover
-from trailsight.storage import Storage
+from trailsight.source.discovery import ObjectKind, delivery_time, discover
+from trailsight.storage.store import Storage
 
 
 class CountingStorage(Storage):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from trailsight.cli import app
-from trailsight.schema import PROJECT_ROOT
+from trailsight.cli.main import app
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 README = (PROJECT_ROOT / "README.md").read_text()
 

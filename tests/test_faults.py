@@ -26,10 +26,10 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import WriteLog, day_start, log_key, make_event
 
-from trailsight.aws import client, split_s3_url
-from trailsight.lake import LOCK_KEY, ingest
-from trailsight.query import run_sql
-from trailsight.storage import Storage, copy_objects
+from trailsight.lake.ingest import LOCK_KEY, ingest
+from trailsight.query.duckdb_engine import run_sql
+from trailsight.storage.aws import client, split_s3_url
+from trailsight.storage.store import Storage, copy_objects
 
 QUERY = "SELECT eventid, eventhash, event_date, account, region FROM cloudtrail ORDER BY eventid, account"
 DAY1, DAY2 = date(2024, 5, 1), date(2024, 5, 2)
@@ -56,7 +56,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def run_cli(*args: str, env: dict[str, str] | None = None, preamble: str = "",
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """`trailsight ARGS` in a fresh interpreter, after `preamble` (which may install a fault)."""
-    code = f"{preamble}\nfrom trailsight.cli import main\nmain()\n"
+    code = f"{preamble}\nfrom trailsight.cli.main import main\nmain()\n"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
 
@@ -431,7 +431,7 @@ def test_read_only_lake_gives_one_error_line_and_is_left_as_it_was(tmp_path: Pat
 # the two runs surely overlap and the test decides when the winner may go on.
 HOLD_AFTER_LOCK = """
 import os, time
-import trailsight.lake as _lake
+import trailsight.lake.ingest as _lake
 _init = _lake.PartitionWriter.__init__
 def _held(self, *args, **kwargs):
     open(os.environ["FAULT_HOLDING"] + "." + str(os.getpid()), "w").close()
@@ -446,7 +446,7 @@ def test_two_concurrent_ingests_one_is_refused_with_the_lock_message_and_the_lak
         tmp_path: Path, previous_lake: Path) -> None:
     before = snapshot(previous_lake)
     env = {**os.environ, "FAULT_HOLDING": str(tmp_path / "holding"), "FAULT_RELEASE": str(tmp_path / "release")}
-    code = f"{HOLD_AFTER_LOCK}\nfrom trailsight.cli import main\nmain()\n"
+    code = f"{HOLD_AFTER_LOCK}\nfrom trailsight.cli.main import main\nmain()\n"
     args = ["ingest", "--source", str(tmp_path / "source"), "--lake", str(previous_lake), "--date", str(DAY2),
             "--workers", "1"]
     runs = [subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import sys
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -20,13 +19,13 @@ from conftest import make_event
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.flows import load_flow_from_entrypoint
 
-from trailsight.aws import client
 from trailsight.errors import ArchiveError
-from trailsight.lake import ingest, lake_lock
-from trailsight.schema import PROJECT_ROOT
-from trailsight.storage import Storage
+from trailsight.lake.ingest import ingest, lake_lock
+from trailsight.storage.aws import client
+from trailsight.storage.store import Storage
 
-sys.path.insert(0, str(PROJECT_ROOT))
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
 DEPLOYMENTS = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())["deployments"]
 DAY = date(2024, 5, 2)
 
@@ -67,7 +66,7 @@ def prefect_api() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trailsight.generate import generate_archive
+    from trailsight.synth.generate import generate_archive
 
     root = tmp_path_factory.mktemp("archive")
     generate_archive(root, days=2, seed=5, end=DAY, events_per_day=2500)
@@ -106,8 +105,7 @@ def test_daily_flow_reports_publishes_artifacts_and_alerts_once(
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    from flows.daily import daily
+    from trailsight.flows.daily import daily
 
     topic, queue = sns_inbox
     arguments = dict(day=DAY, source=str(archive), lake_url=str(tmp_path / "lake"),
@@ -139,7 +137,7 @@ def test_daily_flow_reports_publishes_artifacts_and_alerts_once(
 
 def test_second_daily_run_on_a_locked_lake_fails_and_says_why(prefect_api: None, archive: Path,
                                                               tmp_path: Path) -> None:
-    from flows.daily import daily
+    from trailsight.flows.daily import daily
 
     lake = Storage(tmp_path / "lake")
     with lake_lock(lake, "the other daily run"):
@@ -151,7 +149,7 @@ def test_second_daily_run_on_a_locked_lake_fails_and_says_why(prefect_api: None,
 
 
 def test_backfill_skips_completed_days_unless_forced(prefect_api: None, archive: Path, tmp_path: Path) -> None:
-    from flows.daily import backfill
+    from trailsight.flows.daily import backfill
 
     arguments = dict(source=str(archive), lake_url=str(tmp_path / "lake"), report_root=str(tmp_path / "reports"))
     first = backfill(start=date(2024, 5, 1), end=DAY, **arguments)
@@ -173,7 +171,7 @@ def delivered_on(source: Path, day: date) -> list[Path]:
 
 def test_daily_flow_with_a_policy_archives_the_day_that_is_due(prefect_api: None, archive: Path,
                                                                tmp_path: Path) -> None:
-    from flows.daily import daily
+    from trailsight.flows.daily import daily
 
     source, lake = tmp_path / "source", tmp_path / "lake"
     shutil.copytree(archive, source)  # archiving deletes originals; the module's archive stays as it is
@@ -190,7 +188,7 @@ def test_daily_flow_with_a_policy_archives_the_day_that_is_due(prefect_api: None
 
 
 def test_archive_task_fails_on_an_unverified_day_and_is_never_retried(tmp_path: Path) -> None:
-    from flows.daily import archive_raw_day
+    from trailsight.flows.daily import archive_raw_day
 
     day = DAY - timedelta(days=1)
     key = f"AWSLogs/111122223333/CloudTrail/us-east-1/{day:%Y/%m/%d}/111122223333_CloudTrail_us-east-1_x.json.gz"
@@ -211,8 +209,8 @@ def test_archive_task_fails_on_an_unverified_day_and_is_never_retried(tmp_path: 
 
 def test_demo_runs_end_to_end_with_source_and_lake_on_s3(prefect_api: None, s3_bucket: str, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from trailsight.cli import run
-    from trailsight.query import run_sql
+    from trailsight.cli.main import run
+    from trailsight.query.duckdb_engine import run_sql
 
     assert run(["demo", "--dir", str(tmp_path), "--days", "2", "--events-per-day", "300",
                 "--source", f"{s3_bucket}/trails", "--lake", f"{s3_bucket}/lake"]) == 0

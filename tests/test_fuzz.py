@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trailsight.conversion import BatchConverter, canonical_json, convert_object, rebuild_event
+from trailsight.convert.records import BatchConverter, canonical_json, convert_object, rebuild_event
 from trailsight.schema import load_schema
 
 FIELD_NAMES = [c.source for c in load_schema().columns] + ["unknownField", "userIdentity", "sessionContext"]

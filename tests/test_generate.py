@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
-from trailsight.generate import GenerationSummary, generate_archive
+from trailsight.synth.generate import GenerationSummary, generate_archive
 
 END = date(2024, 5, 9)
 DAYS = 8

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from report_fixtures import build_lake, report_lake_events
 
-from trailsight.html_report import calls_per_hour_svg
-from trailsight.reports import write_daily_report
+from trailsight.report.daily import write_daily_report
+from trailsight.report.html import calls_per_hour_svg
 
 DAY = date(2024, 3, 10)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -47,7 +47,7 @@ def test_page_is_self_contained(report_dir: Path) -> None:
 def test_text_from_the_lake_is_escaped() -> None:
     svg = calls_per_hour_svg([{"hour": h, "calls": 1, "reads": 1, "writes": 0, "failed": 0} for h in range(24)])
     assert svg.count("<rect") == 48
-    from trailsight.html_report import hbar_svg
+    from trailsight.report.html import hbar_svg
 
     assert "<script>" not in hbar_svg("x", "label", [("<script>alert(1)</script>", 1, "#000")])
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
-from trailsight.retention import load_policy
-from trailsight.schema import PROJECT_ROOT
+from trailsight.retention.policy import load_policy
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 POLICY = json.loads((PROJECT_ROOT / "policies" / "pipeline-iam-policy.json").read_text())
 STATEMENTS = POLICY["Statement"]

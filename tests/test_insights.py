@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from report_fixtures import ACCOUNT, assumed_role, build_lake, event, iam_user
 
-from trailsight.insights import (
+from trailsight.lake.ingest import ingest
+from trailsight.query.duckdb_engine import connect, run_sql
+from trailsight.report.daily import spikes_report
+from trailsight.report.insights import (
     CALL_RATE,
     ERROR_RATE,
     SpikeConfig,
@@ -22,9 +25,6 @@ from trailsight.insights import (
     insight_records,
     series_model,
 )
-from trailsight.lake import ingest
-from trailsight.query import connect, run_sql
-from trailsight.reports import spikes_report
 
 DAY = date(2024, 3, 10)
 NEW_ACCOUNT = "222233334444"

@@ -12,12 +12,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from trailsight.aws import client
-from trailsight.discovery import discover
 from trailsight.errors import UsageError
-from trailsight.generate import generate_archive
-from trailsight.integrity import Finding, signing_string, verify_digests
-from trailsight.storage import Storage
+from trailsight.integrity.digests import Finding, signing_string, verify_digests
+from trailsight.source.discovery import discover
+from trailsight.storage.aws import client
+from trailsight.storage.store import Storage
+from trailsight.synth.generate import generate_archive
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SIGNING_KEY = FIXTURES / "digest-signing-key.pem"

@@ -19,12 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import WriteLog, day_start, log_key, make_event
 
-import trailsight.lake as lake_module
-from trailsight.archive import LakeIndex
-from trailsight.conversion import convert_object
-from trailsight.derived import Deriver
+import trailsight.lake.ingest as lake_module
+from trailsight.convert.records import convert_object
 from trailsight.errors import LakeLockedError, TrailsightError
-from trailsight.lake import (
+from trailsight.lake.derived import Deriver
+from trailsight.lake.ingest import (
     FORMAT_KEY,
     LOCK_KEY,
     SPILL_PREFIX,
@@ -36,8 +35,9 @@ from trailsight.lake import (
     spill_parent,
     write_files,
 )
-from trailsight.query import run_sql
-from trailsight.storage import Storage
+from trailsight.query.duckdb_engine import run_sql
+from trailsight.retention.archive import LakeIndex
+from trailsight.storage.store import Storage
 
 
 def lake_snapshot(lake: Path) -> dict[str, bytes]:
@@ -181,7 +181,7 @@ def dying_replace(src, dst):
         os._exit(137)
     real_replace(src, dst)
 os.replace = dying_replace
-from trailsight.lake import ingest
+from trailsight.lake.ingest import ingest
 ingest(sys.argv[1], sys.argv[2], workers=1)
 """
 
@@ -287,7 +287,7 @@ def test_workers_see_the_environment_of_the_run_not_of_the_forkserver(monkeypatc
 
 PARALLEL_RUN = """
 import sys
-import trailsight.lake as lake
+import trailsight.lake.ingest as lake
 lake.BATCH_FILES = 1
 lake.MAX_BUFFERED_ROWS = 150
 lake.ingest(sys.argv[1], sys.argv[2], workers=2)

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from trailsight.aws import client, split_s3_url
 from trailsight.errors import LifecycleError
-from trailsight.lifecycle import apply_lifecycle, check_lifecycle, desired_rules, plan_lifecycle
-from trailsight.retention import Policy, load_policy, policy_from_dict
+from trailsight.retention.lifecycle import apply_lifecycle, check_lifecycle, desired_rules, plan_lifecycle
+from trailsight.retention.policy import Policy, load_policy, policy_from_dict
+from trailsight.storage.aws import client, split_s3_url
 
 FOREIGN = [
     {"ID": "team-tmp-cleanup", "Filter": {"Prefix": "tmp/"}, "Status": "Enabled", "Expiration": {"Days": 3}},

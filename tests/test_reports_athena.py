@@ -17,11 +17,11 @@ import pytest
 import requests
 from report_fixtures import build_lake, report_lake_events
 
-from trailsight.athena import AthenaConnection, AthenaSettings, render
-from trailsight.aws import client
-from trailsight.query import connect
-from trailsight.reports import summary_report, write_daily_report
-from trailsight.sqlfiles import load_sql
+from trailsight.query.athena import AthenaConnection, AthenaSettings, render
+from trailsight.query.duckdb_engine import connect
+from trailsight.query.sqlfiles import load_sql
+from trailsight.report.daily import summary_report, write_daily_report
+from trailsight.storage.aws import client
 
 DAY = date(2024, 3, 10)
 

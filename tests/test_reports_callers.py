@@ -17,8 +17,8 @@ from report_fixtures import (
     service,
 )
 
-from trailsight.query import connect
-from trailsight.reports import failed_calls_report, summary_report, top_callers_report
+from trailsight.query.duckdb_engine import connect
+from trailsight.report.daily import failed_calls_report, summary_report, top_callers_report
 
 DAY = date(2024, 3, 10)
 OTHER_ACCOUNT = "999988887777"

@@ -8,9 +8,9 @@ import pytest
 import sqlglot
 from sqlglot.errors import ErrorLevel
 
-from trailsight.athena import render
-from trailsight.reports import REPORTS
-from trailsight.sqlfiles import SQL_DIR, SqlFile, load_derived, load_sql, load_views
+from trailsight.query.athena import render
+from trailsight.query.sqlfiles import SQL_DIR, SqlFile, load_derived, load_sql, load_views
+from trailsight.report.daily import REPORTS
 
 REPORT_PREFIXES = ("summary", "top_callers", "failed_calls", "spikes_", "security_")
 REPORT_FILES = sorted(p.stem for p in SQL_DIR.glob("*.sql") if p.stem.startswith(REPORT_PREFIXES))

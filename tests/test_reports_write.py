@@ -11,7 +11,7 @@ import pytest
 from report_fixtures import build_lake, report_lake_events
 
 from trailsight.errors import UsageError
-from trailsight.reports import csv_text, select_reports, write_daily_report
+from trailsight.report.daily import csv_text, select_reports, write_daily_report
 
 DAY = date(2024, 3, 10)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from trailsight.errors import PolicyError
-from trailsight.retention import DEFAULT_POLICY, Transition, load_policy, policy_from_dict
+from trailsight.retention.policy import DEFAULT_POLICY, Transition, load_policy, policy_from_dict
 
 
 def valid(**sections: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def test_invalid_policy_is_one_line_naming_the_fix(data: dict[str, Any], message
 
 
 def test_missing_or_broken_policy_file_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(PolicyError, match=r"no retention policy at .*; copy retention\.toml"):
+    with pytest.raises(PolicyError, match=r"no retention policy at .*; write one with `trailsight retention defaults"):
         load_policy(tmp_path / "absent.toml")
     broken = tmp_path / "broken.toml"
     broken.write_text("[raw\nkeep = 1\n")

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from conftest import day_start, log_key, make_event
 
-from trailsight import archive
-from trailsight.archive import archive_day, restore_day, verify_day
-from trailsight.aws import client, split_s3_url
 from trailsight.errors import ArchiveError
-from trailsight.lake import ingest
-from trailsight.retention import Policy, policy_from_dict
-from trailsight.storage import Storage
+from trailsight.lake.ingest import ingest
+from trailsight.retention import archive
+from trailsight.retention.archive import archive_day, restore_day, verify_day
+from trailsight.retention.policy import Policy, policy_from_dict
+from trailsight.storage.aws import client, split_s3_url
+from trailsight.storage.store import Storage
 
 DAY = date(2024, 5, 1)
 LATER = DAY + timedelta(days=60)

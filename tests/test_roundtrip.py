@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from conftest import day_start, log_key
 
-from trailsight.conversion import canonical_json
-from trailsight.export import export
-from trailsight.lake import ingest
+from trailsight.convert.records import canonical_json
+from trailsight.lake.export import export
+from trailsight.lake.ingest import ingest
 
 CORPUS_SOURCES = ("awsdocs-examples", "zalando-fullstop-test-resources", "plaso-lookup-events-testdata")
 
@@ -81,7 +81,7 @@ def test_processing_library_fixtures_round_trip_or_are_quarantined(corpus: Path,
 def test_generated_archive_round_trips_json_equal(tmp_path: Path) -> None:
     from datetime import date
 
-    from trailsight.generate import generate_archive
+    from trailsight.synth.generate import generate_archive
 
     generate_archive(tmp_path / "source", days=2, seed=3, end=date(2024, 5, 2), events_per_day=1500)
     assert assert_round_trip(tmp_path / "source", tmp_path) > 2000

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from conftest import WriteLog, day_start, log_key, make_event
 
-import trailsight.lake as lake_module
+import trailsight.lake.ingest as lake_module
 from trailsight.errors import LakeLockedError
-from trailsight.export import export
-from trailsight.lake import ingest, lake_lock
-from trailsight.query import run_sql
-from trailsight.storage import Storage, copy_objects
+from trailsight.lake.export import export
+from trailsight.lake.ingest import ingest, lake_lock
+from trailsight.query.duckdb_engine import run_sql
+from trailsight.storage.store import Storage, copy_objects
 
 
 def small_archive(write_log: WriteLog) -> None:
@@ -72,7 +72,7 @@ def test_without_httpfs_an_s3_lake_is_read_through_pyarrow(tmp_path: Path, write
                                                            s3_bucket: str) -> None:
     import duckdb
 
-    from trailsight.query import _httpfs_secret, connect
+    from trailsight.query.duckdb_engine import _httpfs_secret, connect
 
     small_archive(write_log)
     ingest(tmp_path / "source", f"{s3_bucket}/lake", workers=1)
@@ -85,7 +85,7 @@ def test_without_httpfs_an_s3_lake_is_read_through_pyarrow(tmp_path: Path, write
 
 
 def test_httpfs_view_points_at_the_s3_url(s3_bucket: str, tmp_path: Path, write_log: WriteLog) -> None:
-    from trailsight.query import _view_sql
+    from trailsight.query.duckdb_engine import _view_sql
     from trailsight.schema import load_schema
 
     small_archive(write_log)

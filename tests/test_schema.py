@@ -9,7 +9,9 @@ import pyarrow as pa
 import pytest
 
 from trailsight.errors import SchemaError
-from trailsight.schema import PROJECT_ROOT, _parse_field, arrow_schema, hive_type, load_schema, markdown
+from trailsight.schema import _parse_field, arrow_schema, hive_type, load_schema, markdown
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Column names of the Athena CloudTrail table AWS documents (cloudtrail.md §3).
 ATHENA_COLUMNS = [

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from conftest import WriteLog, day_start, log_key, make_event
 
-from trailsight.cli import run
+from trailsight.cli.main import run
 from trailsight.errors import StorageError
-from trailsight.query import run_sql
-from trailsight.storage import Storage
+from trailsight.query.duckdb_engine import run_sql
+from trailsight.storage.store import Storage
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETMARKER"
 

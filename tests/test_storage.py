@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from trailsight.errors import StorageError
-from trailsight.storage import Storage
+from trailsight.storage.store import Storage
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pytest
 from conftest import make_event
 
-from trailsight.conversion import CLOUDTRAIL_TABLE, BatchConverter, rebuild_event, record_texts
-from trailsight.generate import generate_archive
+from trailsight.convert.records import CLOUDTRAIL_TABLE, BatchConverter, rebuild_event, record_texts
+from trailsight.convert.typed import TypedBatch
 from trailsight.schema import load_schema
-from trailsight.typed_events import TypedBatch
+from trailsight.synth.generate import generate_archive
 
 JSON_COLUMNS = {c.name for c in load_schema().columns if c.type == "json"} | {"extrafields"}
 CORPUS_SOURCES = ("awsdocs-examples", "zalando-fullstop-test-resources", "plaso-lookup-events-testdata")

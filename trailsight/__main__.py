@@ -1,4 +1,4 @@
-from trailsight.cli import main
+from trailsight.cli.main import main
 
 if __name__ == "__main__":
     main()

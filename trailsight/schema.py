@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 import pyarrow as pa
 import yaml
 
 from trailsight.errors import SchemaError
+from trailsight.resources import package_folder
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SCHEMAS_DIR = PROJECT_ROOT / "schemas"
+SCHEMAS_DIR = package_folder("trailsight.schemas")
 SCHEMA_VERSION = 1
 
 # Each scalar type of the schema file as (Arrow, DuckDB, Glue/Athena): the engines differ only here.

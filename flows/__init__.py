@@ -1,0 +1,1 @@
+"""The Prefect flows, shipped inside trailsight as trailsight.flows (deployable from the installed package)."""

@@ -1,0 +1,1 @@
+"""The lake schema, shipped inside trailsight as trailsight.schemas."""

@@ -1,0 +1,1 @@
+"""Views created on every connection, shipped as trailsight.sql.views."""

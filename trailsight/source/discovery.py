@@ -1,0 +1,163 @@
+"""Stage 1, discovery: find CloudTrail objects under an archive root for a range of delivery dates.
+
+The layout is `[prefix/]AWSLogs/[o-ORGID/]ACCOUNT/<kind>/REGION/YYYY/MM/DD/<file>`. Listing descends the
+layout level by level, so only the accounts, regions and date folders asked for are ever listed.
+Log files are parsed as events; digests, Insights files and anything else are recognised and set aside.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+
+from trailsight.errors import UsageError
+from trailsight.storage.store import Storage
+
+MAX_PREFIX_DEPTH = 4
+ORG_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
+DATE_DIRS = re.compile(r"^(\d{4})/(\d{2})/(\d{2})/")
+DELIVERY_STAMP = re.compile(r"_(\d{8}T\d{4,6}Z)_")
+
+
+class ObjectKind(StrEnum):
+    LOG = "CloudTrail"
+    DIGEST = "CloudTrail-Digest"
+    INSIGHT = "CloudTrail-Insight"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class LogObject:
+    """A CloudTrail object found in an archive, with what its key says about it."""
+
+    key: str
+    size: int
+    kind: ObjectKind
+    account: str
+    region: str
+    delivery_date: date | None
+    delivered_at: datetime | None
+    organization: str | None = None
+
+    @property
+    def is_event_file(self) -> bool:
+        """Log and Insights files hold `{"Records": [...]}` and are converted; nothing else is."""
+        return self.kind in (ObjectKind.LOG, ObjectKind.INSIGHT) and self.key.endswith((".json.gz", ".json"))
+
+
+@dataclass
+class Discovery:
+    """What a listing found, grouped by what will be done with it."""
+
+    event_files: list[LogObject]
+    digests: list[LogObject]
+    others: list[LogObject]
+
+
+def delivery_time(name: str) -> datetime | None:
+    """Delivery timestamp written in a CloudTrail file name (`..._20240101T0005Z_...`), if any."""
+    match = DELIVERY_STAMP.search(name)
+    if not match:
+        return None
+    stamp = match.group(1)
+    fmt = "%Y%m%dT%H%M%SZ" if len(stamp) == 16 else "%Y%m%dT%H%MZ"
+    try:
+        return datetime.strptime(stamp, fmt).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def find_awslogs_roots(storage: Storage) -> list[str]:
+    """Keys of every `AWSLogs` folder at the root or under a prefix of up to MAX_PREFIX_DEPTH levels."""
+    if storage.root.rstrip("/").endswith("/AWSLogs") or storage.root == "AWSLogs":
+        return [""]
+    found: list[str] = []
+    level = [""]
+    for _ in range(MAX_PREFIX_DEPTH + 1):
+        next_level = []
+        for key in level:
+            for name in storage.list_dirs(key):
+                child = f"{key}/{name}" if key else name
+                if name == "AWSLogs":
+                    found.append(child)
+                else:
+                    next_level.append(child)
+        if found or not next_level:
+            break
+        level = next_level
+    return found
+
+
+def _account_dirs(storage: Storage, awslogs: str) -> Iterator[tuple[str, str, str | None]]:
+    """(key, account, organization) of each account folder, looking inside organization folders."""
+    for name in storage.list_dirs(awslogs):
+        if ORG_ID.match(name):
+            for account in storage.list_dirs(f"{awslogs}/{name}"):
+                yield f"{awslogs}/{name}/{account}", account, name
+        else:
+            yield f"{awslogs}/{name}", name, None
+
+
+def _days(start: date, end: date) -> Iterator[date]:
+    day = start
+    while day <= end:
+        yield day
+        day += timedelta(days=1)
+
+
+def _classify(info_key: str, size: int, kind: ObjectKind, account: str, region: str, org: str | None,
+              rest: str) -> LogObject:
+    match = DATE_DIRS.match(rest)
+    folder_date = date(int(match[1]), int(match[2]), int(match[3])) if match else None
+    name = rest.rsplit("/", 1)[-1]
+    if kind is not ObjectKind.OTHER and not (match and "/" not in rest[len(match[0]):]):
+        kind = ObjectKind.OTHER
+    if kind is ObjectKind.DIGEST and not name.endswith(".json.gz"):
+        kind = ObjectKind.OTHER  # e.g. the `.signature` sidecar a local copy keeps beside each digest
+    return LogObject(info_key, size, kind, account, region, folder_date, delivery_time(name), org)
+
+
+def discover(
+    storage: Storage,
+    start: date | None = None,
+    end: date | None = None,
+    accounts: Iterable[str] = (),
+    regions: Iterable[str] = (),
+) -> Discovery:
+    """List the objects delivered between `start` and `end` (inclusive; both None means all dates)."""
+    if (start is None) != (end is None):
+        raise UsageError("give both a start and an end date, or neither")
+    if start and end and start > end:
+        raise UsageError(f"start date {start} is after end date {end}")
+    storage.check_root()
+    wanted_accounts, wanted_regions = set(accounts), set(regions)
+    found = Discovery([], [], [])
+    kinds = {k.value: k for k in ObjectKind if k is not ObjectKind.OTHER}
+    for awslogs in find_awslogs_roots(storage):
+        for account_key, account, org in _account_dirs(storage, awslogs):
+            if wanted_accounts and account not in wanted_accounts:
+                continue
+            for kind_name in storage.list_dirs(account_key):
+                kind = kinds.get(kind_name, ObjectKind.OTHER)
+                for region in storage.list_dirs(f"{account_key}/{kind_name}"):
+                    if wanted_regions and region not in wanted_regions:
+                        continue
+                    region_key = f"{account_key}/{kind_name}/{region}"
+                    if start and end:
+                        folders = [f"{region_key}/{d:%Y/%m/%d}" for d in _days(start, end)]
+                    else:
+                        folders = [region_key]
+                    for folder in folders:
+                        for info in storage.list_files(folder):
+                            rest = info.key[len(region_key) + 1 :]
+                            obj = _classify(info.key, info.size, kind, account, region, org, rest)
+                            if obj.is_event_file:
+                                found.event_files.append(obj)
+                            elif obj.kind is ObjectKind.DIGEST:
+                                found.digests.append(obj)
+                            else:
+                                found.others.append(obj)
+    return found

@@ -1,0 +1,226 @@
+"""Storage behind one interface: a local folder or an S3 prefix, addressed by a path or URL.
+
+Business code never branches on the scheme; it asks for keys relative to the location's root.
+Writes are atomic: a reader sees the old object or the new one, never a partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+from botocore.exceptions import ClientError
+
+from trailsight.errors import StorageError, TransientError, first_line
+from trailsight.storage.aws import client, region_name, s3_endpoint
+
+TRANSIENT_MARKERS = ("SlowDown", "503", "500 ", "InternalError", "ServiceUnavailable", "Throttl", "RequestTimeout",
+                     "timed out", "Timeout", "Connection reset", "connection reset", "Broken pipe", "curlCode: 28",
+                     "curlCode: 56", "curlCode: 7,")
+
+
+def storage_error(message: str, exc: BaseException) -> StorageError:
+    """A StorageError, or a TransientError when the cause is worth retrying."""
+    text = str(exc)
+    transient = any(marker in text for marker in TRANSIENT_MARKERS) or isinstance(exc, TimeoutError | ConnectionError)
+    return (TransientError if transient else StorageError)(f"{message}: {first_line(exc)}")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object: `key` is relative to the storage root and uses `/`."""
+
+    key: str
+    size: int
+
+
+def _s3_filesystem() -> pafs.S3FileSystem:
+    kwargs: dict = {"region": region_name(), "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=8)}
+    endpoint = s3_endpoint()
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme)
+    return pafs.S3FileSystem(**kwargs)
+
+
+class Storage:
+    """A location (`/some/folder`, `file:///...` or `s3://bucket/prefix`) holding objects by key."""
+
+    def __init__(self, url: str | Path) -> None:
+        text = str(url)
+        self.url = text
+        if text.startswith("s3://"):
+            self.fs: pafs.FileSystem = _s3_filesystem()
+            self.root = text.removeprefix("s3://").rstrip("/")
+            self.is_local = False
+        else:
+            path = Path(text.removeprefix("file://")).expanduser().resolve()
+            self.fs = pafs.LocalFileSystem()
+            self.root = path.as_posix()
+            self.is_local = True
+
+    def __repr__(self) -> str:
+        return f"Storage({self.url!r})"
+
+    def path(self, key: str = "") -> str:
+        """Filesystem path of a key, refusing keys that would escape the root."""
+        parts = [p for p in key.split("/") if p]
+        if any(p in (".", "..") for p in parts) or key.startswith("/"):
+            raise StorageError(f"refusing object key {key!r}: it would leave {self.url}")
+        return "/".join([self.root, *parts]) if parts else self.root
+
+    def key_of(self, path: str) -> str:
+        return path[len(self.root) :].lstrip("/")
+
+    def _info(self, selector_path: str, recursive: bool) -> list[pafs.FileInfo]:
+        try:
+            return self.fs.get_file_info(pafs.FileSelector(selector_path, recursive=recursive, allow_not_found=True))
+        except OSError as exc:
+            raise storage_error(f"cannot list {selector_path}", exc) from exc
+
+    def list_dirs(self, key: str = "") -> list[str]:
+        """Names of the sub-folders (common prefixes) directly under `key`, sorted."""
+        infos = self._info(self.path(key), recursive=False)
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+    def list_files(self, key: str = "", recursive: bool = True) -> Iterator[ObjectInfo]:
+        """Objects under `key`, sorted by key; hidden temporary files are skipped."""
+        infos = self._info(self.path(key), recursive=recursive)
+        files = [
+            ObjectInfo(self.key_of(i.path), i.size or 0)
+            for i in infos
+            if i.type == pafs.FileType.File and not i.base_name.startswith(".")
+        ]
+        return iter(sorted(files, key=lambda o: o.key))
+
+    def check_root(self) -> None:
+        """Fail early, with the reason, when the folder or bucket itself is missing or forbidden."""
+        if self.is_local:
+            if not os.path.isdir(self.root):
+                raise StorageError(f"{self.url} does not exist")
+            return
+        bucket = self.root.split("/", 1)[0]
+        try:
+            client("s3").head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            reason = {"404": "no such bucket", "NoSuchBucket": "no such bucket", "403": "access denied"}.get(code, code)
+            raise StorageError(f"{self.url}: {reason}") from exc
+
+    def exists(self, key: str) -> bool:
+        try:
+            return self.fs.get_file_info(self.path(key)).type != pafs.FileType.NotFound
+        except OSError as exc:
+            raise storage_error(f"cannot reach {self.path(key)}", exc) from exc
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(self.path(key), compression=None) as stream:
+                return stream.read()
+        except FileNotFoundError as exc:
+            raise StorageError(f"no such object: {self.path(key)}") from exc
+        except OSError as exc:
+            raise storage_error(f"cannot read {self.path(key)}", exc) from exc
+
+    def write_bytes(self, key: str, data: bytes | memoryview | pa.Buffer) -> None:
+        """Write an object so that readers see either the previous object or the whole new one."""
+        target = self.path(key)
+        try:
+            if self.is_local:
+                folder, _, name = target.rpartition("/")
+                os.makedirs(folder, exist_ok=True)
+                temp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+                try:
+                    with open(temp, "wb") as out:
+                        out.write(data)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    os.replace(temp, target)
+                except BaseException:
+                    # A full disk must not also be left holding half-written temporary files.
+                    with contextlib.suppress(OSError):
+                        os.unlink(temp)
+                    raise
+            else:
+                with self.fs.open_output_stream(target, compression=None) as out:
+                    out.write(data)
+        except OSError as exc:
+            raise storage_error(f"cannot write {target}", exc) from exc
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create an object only if it does not exist yet; False when it already exists."""
+        target = self.path(key)
+        if not self.is_local:
+            return self._s3_create_exclusive(target, data)
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot create {target}: {exc.strerror or exc}") from exc
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+        except OSError as exc:
+            # An empty or partial lock file would refuse every later run; leave nothing behind.
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+            raise StorageError(f"cannot create {target}: {exc.strerror or exc}") from exc
+        return True
+
+    def _s3_create_exclusive(self, target: str, data: bytes) -> bool:
+        """S3 conditional write (If-None-Match: *): exactly one of two concurrent writers succeeds."""
+        bucket, _, object_key = target.partition("/")
+        try:
+            client("s3").put_object(Bucket=bucket, Key=object_key, Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                return False
+            raise StorageError(f"cannot create s3://{target}: {code or exc}") from exc
+        return True
+
+    def user_metadata(self, key: str) -> dict[str, str]:
+        """An object's user metadata (S3 `x-amz-meta-*`, names without that prefix); local files have none."""
+        if self.is_local:
+            return {}
+        bucket, _, object_key = self.path(key).partition("/")
+        try:
+            return dict(client("s3").head_object(Bucket=bucket, Key=object_key).get("Metadata", {}))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey", "NotFound"):
+                raise StorageError(f"no such object: s3://{bucket}/{object_key}") from exc
+            raise storage_error(f"cannot read the metadata of s3://{bucket}/{object_key}", exc) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self.fs.delete_file(self.path(key))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise storage_error(f"cannot delete {self.path(key)}", exc) from exc
+
+
+def as_storage(location: str | Path | Storage) -> Storage:
+    """The Storage at a path or URL; a Storage is taken as it is."""
+    return location if isinstance(location, Storage) else Storage(location)
+
+
+def copy_objects(source: Storage, target: Storage, prefix: str = "", threads: int = 16) -> int:
+    """Copy every object under `prefix` from one location to another, keeping keys; returns the count.
+
+    Objects are small and many (CloudTrail files), so the copies run on threads: the time goes to round trips.
+    """
+    keys = [obj.key for obj in source.list_files(prefix)]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in pool.map(lambda key: target.write_bytes(key, source.read_bytes(key)), keys):
+            pass
+    return len(keys)
