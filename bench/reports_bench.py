@@ -58,7 +58,8 @@ def ensure_archive(data: Path, days: int, events_per_day: int, seed: int) -> Pat
 
 
 def ensure_lake(data: Path, archive: Path, days: int) -> Path:
-    from trailsight.lake.ingest import FORMAT_KEY, ingest
+    from trailsight.lake.ingest import ingest
+    from trailsight.lake.layout import FORMAT_KEY
 
     lake = data / archive.name.replace("archive", "lake")
     done = lake / "_bench_ready"

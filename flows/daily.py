@@ -20,6 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from trailsight.errors import ArchiveError, TransientError, UsageError  # noqa: E402
 from trailsight.lake import ingest as lake  # noqa: E402
+from trailsight.lake import layout  # noqa: E402
 from trailsight.query.athena import AthenaSettings  # noqa: E402
 from trailsight.report import alerts  # noqa: E402
 from trailsight.report import daily as reports  # noqa: E402
@@ -154,7 +155,7 @@ def daily(
     sent = alert_day(lake_url, day, report_dir, alert_min_severity, sns_topic_arn, webhook_url)
     publish_artifacts(day, ingest, report, report_dir)
     summary = {"day": day.isoformat(), "ingest": ingest, "report": report, "alerts": sent}
-    lake.mark_day_complete(lake_url, day, summary)
+    layout.mark_day_complete(lake_url, day, summary)
     if retention_policy:
         summary["archive"] = archive_raw_day(source, lake_url, archive_due(day, retention_policy), retention_policy)
     return summary
@@ -174,7 +175,7 @@ def backfill(
     """Ingest a range in one pass, then report each day not done yet; safe to re-run after an interruption.
     With a retention policy, then archive the raw files of each day in the range that is due (one at a time:
     archiving holds the lake's lock)."""
-    done = set() if force else lake.completed_days(lake_url)
+    done = set() if force else layout.completed_days(lake_url)
     days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
     pending = [d for d in days if d not in done]
     summary: dict[str, Any] = {"days": len(pending), "skipped": len(days) - len(pending)}
@@ -183,7 +184,7 @@ def backfill(
         futures = {d: report_day.submit(lake_url, d, str(Path(report_root) / d.isoformat())) for d in pending}
         results = {d: f.result() for d, f in futures.items()}
         for d, report in results.items():
-            lake.mark_day_complete(lake_url, d, {"day": d.isoformat(), "report": report, "backfill": True})
+            layout.mark_day_complete(lake_url, d, {"day": d.isoformat(), "report": report, "backfill": True})
         rows = [{"day": d.isoformat(), "events": r["events"], "failed": r["failed"], "spikes": r["spikes"],
                  "findings": sum(r["findings"].values())} for d, r in results.items()]
         create_table_artifact(rows, key="trailsight-backfill", description=f"Backfill {start}..{end}")

@@ -14,7 +14,7 @@ from report_fixtures import build_lake, report_lake_events
 
 import trailsight.lake.derived as derived
 from trailsight.errors import StorageError
-from trailsight.lake.ingest import lake_files
+from trailsight.lake.layout import lake_files
 from trailsight.query.duckdb_engine import connect, use_derived
 from trailsight.query.sqlfiles import SqlFile
 from trailsight.report.daily import jsonable, run_reports

@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import WriteLog, day_start, log_key, make_event
 
-from trailsight.lake.ingest import LOCK_KEY, ingest
+from trailsight.lake.ingest import ingest
+from trailsight.lake.layout import LOCK_KEY
 from trailsight.query.duckdb_engine import run_sql
 from trailsight.storage.aws import client, split_s3_url
 from trailsight.storage.store import Storage, copy_objects

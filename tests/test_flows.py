@@ -20,7 +20,8 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.flows import load_flow_from_entrypoint
 
 from trailsight.errors import ArchiveError
-from trailsight.lake.ingest import ingest, lake_lock
+from trailsight.lake.ingest import ingest
+from trailsight.lake.lock import lake_lock
 from trailsight.storage.aws import client
 from trailsight.storage.store import Storage
 

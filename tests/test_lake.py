@@ -23,18 +23,10 @@ import trailsight.lake.ingest as lake_module
 from trailsight.convert.records import convert_object
 from trailsight.errors import LakeLockedError, TrailsightError
 from trailsight.lake.derived import Deriver
-from trailsight.lake.ingest import (
-    FORMAT_KEY,
-    LOCK_KEY,
-    SPILL_PREFIX,
-    FileToWrite,
-    _worker_pool,
-    ingest,
-    lake_lock,
-    partition_key,
-    spill_parent,
-    write_files,
-)
+from trailsight.lake.ingest import SPILL_PREFIX, _worker_pool, ingest, spill_parent
+from trailsight.lake.layout import FORMAT_KEY, LOCK_KEY, partition_key
+from trailsight.lake.lock import lake_lock
+from trailsight.lake.writer import FileToWrite, write_files
 from trailsight.query.duckdb_engine import run_sql
 from trailsight.retention.archive import LakeIndex
 from trailsight.storage.store import Storage

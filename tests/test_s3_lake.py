@@ -11,7 +11,8 @@ from conftest import WriteLog, day_start, log_key, make_event
 import trailsight.lake.ingest as lake_module
 from trailsight.errors import LakeLockedError
 from trailsight.lake.export import export
-from trailsight.lake.ingest import ingest, lake_lock
+from trailsight.lake.ingest import ingest
+from trailsight.lake.lock import lake_lock
 from trailsight.query.duckdb_engine import run_sql
 from trailsight.storage.store import Storage, copy_objects
 

@@ -14,7 +14,7 @@ import orjson
 import pyarrow.parquet as pq
 
 from trailsight.convert.records import CLOUDTRAIL_TABLE, INSIGHTS_TABLE, rebuild_event
-from trailsight.lake.ingest import lake_files
+from trailsight.lake.layout import lake_files
 from trailsight.schema import load_schema
 from trailsight.storage.store import Storage, as_storage
 

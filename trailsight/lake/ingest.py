@@ -8,17 +8,14 @@ Layout under the lake root:
   _trailsight/format.json                                                        how event identities are made
 
 A partition only ever gains whole files, each written atomically and holding only events the partition
-does not have yet (by `eventhash`), so a killed run leaves complete files and a re-run writes nothing new.
-"""
+does not have yet (by `eventhash`), so a killed run leaves complete files and a re-run writes nothing new."""
 
 from __future__ import annotations
 
 import gc
-import hashlib
 import multiprocessing
 import os
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -31,372 +28,41 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
-import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from trailsight.convert.records import (
-    CLOUDTRAIL_TABLE,
     DEFAULT_MAX_UNCOMPRESSED,
-    INSIGHTS_TABLE,
     BatchConverter,
     ConvertedFile,
     Partition,
 )
-from trailsight.errors import LakeLockedError, StorageError, TrailsightError
-from trailsight.lake.derived import Deriver
-from trailsight.schema import arrow_schema, load_schema
+from trailsight.errors import StorageError, TrailsightError
+from trailsight.lake.layout import RUNS_PREFIX, check_lake_format
+from trailsight.lake.lock import _pid_alive, lake_lock
+from trailsight.lake.writer import MAX_BUFFERED_ROWS, PartitionWriter, RowPiece, write_quarantine
 from trailsight.source.discovery import Discovery, LogObject, discover
 from trailsight.storage.store import Storage, as_storage
 
-TABLES = (CLOUDTRAIL_TABLE, INSIGHTS_TABLE)
-LOCK_KEY = "_trailsight/lock"
-RUNS_PREFIX = "_trailsight/runs"
-QUARANTINE_PREFIX = "_quarantine"
 SPILL_PREFIX = "trailsight-ingest-"
+
+
 LATE_HOURS = 3
-MAX_BUFFERED_ROWS = 64_000
+
+
 BATCH_BYTES = 1024 * 1024
+
+
 BATCH_FILES = 256
+
+
 # Batches queued per worker: enough that workers keep converting while the parent writes a partition.
 IN_FLIGHT_PER_WORKER = 4
-# Dictionary encoding only where values repeat; free-form and unique columns gain nothing from it.
-_UNIQUE_COLUMNS = {"eventid", "requestid", "requestparameters", "responseelements", "additionaleventdata",
-                   "extrafields", "eventhash", "eventtime", "sharedeventid"}
-_JSON_COLUMNS = {c.name for c in load_schema().data_columns if c.type == "json"}
 
 
-def _leaf_columns(schema: pa.Schema) -> list[str]:
-    """Parquet's dotted paths of the schema's leaf columns (`useridentity.arn`): Parquet options name leaves,
-    and a struct's name alone leaves its fields without the option."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(schema.empty_table(), sink)
-    return [column.path for column in pq.ParquetFile(sink.getvalue()).schema]
 
 
-_LEAF_COLUMNS = _leaf_columns(arrow_schema(load_schema()))
-PARQUET_OPTIONS = {
-    "compression": "zstd",
-    # Level 2 writes files the size of level 3's (within 0.1% on generated days) in 13% less time.
-    "compression_level": 2,
-    "use_dictionary": [path for path in _LEAF_COLUMNS if path.split(".")[0] not in _UNIQUE_COLUMNS],
-    "row_group_size": 32 * 1024,
-    # Minimum and maximum of JSON text prune nothing, and cost time to compute over values of tens of KB.
-    "write_statistics": [path for path in _LEAF_COLUMNS if path.split(".")[0] not in _JSON_COLUMNS],
-    # Rows are in time order, so a timestamp is a small step from the one before: 40% of the plain size,
-    # and of what every report reads for its times.
-    "column_encoding": {"eventtime": "DELTA_BINARY_PACKED"},
-}
-
-
-def partition_key(partition: Partition) -> str:
-    table, day, account, region = partition
-    return f"{table}/event_date={day.isoformat()}/account={account}/region={region}"
-
-
-def partition_of(data_key: str) -> Partition:
-    """The partition of a data file's key: the inverse of `partition_key`."""
-    table, day, account, region = data_key.split("/")[:4]
-    return (table, date.fromisoformat(day.removeprefix("event_date=")), account.removeprefix("account="),
-            region.removeprefix("region="))
-
-
-# --- the lock --------------------------------------------------------------------------------------------
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextmanager
-def lake_lock(lake: Storage, purpose: str) -> Iterator[None]:
-    """Hold the lake's write lock; a second writer is refused with who holds it."""
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now(UTC).isoformat(),
-              "purpose": purpose}
-    payload = orjson.dumps(holder)
-    if not lake.create_exclusive(LOCK_KEY, payload):
-        try:
-            current = orjson.loads(lake.read_bytes(LOCK_KEY))
-        except (StorageError, orjson.JSONDecodeError):
-            current = {}
-        # Our own write can look like someone else's: when its reply is lost, the retried conditional PUT fails.
-        ours = current == holder
-        stale = current.get("host") == holder["host"] and not _pid_alive(int(current.get("pid", 0) or 0))
-        if not (ours or (stale and _replace_stale_lock(lake, payload))):
-            raise LakeLockedError(
-                f"the lake {lake.url} is locked by another run ({current.get('purpose', '?')}, pid "
-                f"{current.get('pid', '?')} on {current.get('host', '?')} since {current.get('since', '?')}); "
-                f"wait for it to finish, or delete {lake.path(LOCK_KEY)} if that process is gone"
-            )
-    try:
-        yield
-    finally:
-        lake.delete(LOCK_KEY)
-
-
-def _replace_stale_lock(lake: Storage, payload: bytes) -> bool:
-    """A lock left by a dead process on this host is taken over (a killed run must not block the next)."""
-    lake.delete(LOCK_KEY)
-    return lake.create_exclusive(LOCK_KEY, payload)
-
-
-# --- the lake's format ------------------------------------------------------------------------------------
-
-FORMAT_KEY = "_trailsight/format.json"
-LAKE_FORMAT = {"format": 2, "eventhash": "xxh3-64 of each record's JSON text as delivered"}
-
-
-def check_lake_format(lake: Storage, claim: bool = False) -> None:
-    """Refuse a lake whose event identities were computed another way: de-duplicating against it would fail.
-
-    Lakes written before the format was recorded (format 1, which hashed each event's key-sorted JSON) hold data
-    but no format file. A lake with neither is new; `claim` records the format in it.
-    """
-    if lake.exists(FORMAT_KEY):
-        found = orjson.loads(lake.read_bytes(FORMAT_KEY)).get("format")
-        if found == LAKE_FORMAT["format"]:
-            return
-        raise TrailsightError(f"the lake {lake.url} has format {found!r}; this trailsight reads and writes format "
-                              f"{LAKE_FORMAT['format']}: use the trailsight that wrote it, or a new lake")
-    if any(next(iter(lake.list_files(table)), None) is not None for table in TABLES):
-        raise TrailsightError(
-            f"the lake {lake.url} was written by an earlier trailsight (lake format 1), whose event identities "
-            f"(eventhash) this one computes differently, so it could neither de-duplicate against the lake nor "
-            f"verify raw logs in it; ingest into a new lake (--lake) and remove this one")
-    if claim:
-        lake.write_bytes(FORMAT_KEY, orjson.dumps(LAKE_FORMAT, option=orjson.OPT_INDENT_2))
-
-
-# --- writing partitions ----------------------------------------------------------------------------------
-
-
-def partition_hashes(lake: Storage, partition: Partition) -> np.ndarray:
-    """The sorted `eventhash` values of a partition's files: its events' identities, read column-only."""
-    parts = [pq.read_table(lake.path(obj.key), columns=["eventhash"], filesystem=lake.fs).column("eventhash")
-             .to_numpy() for obj in lake.list_files(partition_key(partition)) if obj.key.endswith(".parquet")]
-    return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
-
-
-@cache
-def _file_schema() -> pa.Schema:
-    return arrow_schema(load_schema())
-
-
-def _hash_of_hashes(hashes: np.ndarray) -> str:
-    return hashlib.blake2b(np.sort(hashes).tobytes(), digest_size=8).hexdigest()
-
-
-Rows = pa.Table | str
 """Converted rows in memory, or the path of the Arrow file they were spilled to by a worker process."""
-
-
-def spill(rows: pa.Table, folder: str) -> str:
-    """Write rows to an Arrow file in `folder` (the ingest's private temporary folder) and return its path.
-
-    Rows cross from a conversion worker to a writing worker this way: the parent process, which decides what
-    each file holds, never copies them, and they wait in the folder (shared memory, else the page cache), not
-    in any process's heap.
-    """
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".arrow", delete=False) as handle:
-        path = handle.name
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, rows.schema) as writer:
-        writer.write_table(rows)
-    return path
-
-
-def load(rows: Rows) -> pa.Table:
-    """Rows in memory; a spilled file is mapped, not read."""
-    if isinstance(rows, str):
-        return pa.ipc.open_file(pa.memory_map(rows)).read_all()
-    return rows
-
-
-@dataclass
-class RowPiece:
-    """Converted rows of one partition, with the two columns the writer decides on."""
-
-    rows: Rows
-    hashes: np.ndarray
-    times: np.ndarray
-
-    @classmethod
-    def of(cls, rows: pa.Table, spill_folder: str | None) -> RowPiece:
-        times = rows.column("eventtime").cast(pa.int64()).to_numpy()
-        hashes = rows.column("eventhash").to_numpy()
-        return cls(spill(rows, spill_folder) if spill_folder else rows, hashes, times)
-
-
-@dataclass
-class FileToWrite:
-    """One data file the writer decided on: its key, and which buffered rows it holds, in order."""
-
-    key: str
-    partition: Partition
-    pieces: list[Rows]
-    order: np.ndarray
-
-
-def write_files(lake: Storage, files: list[FileToWrite], deriver: Deriver, owner: int | None = None) -> None:
-    """Write data files, then their derived files (together: one query per derived table for the lot).
-
-    Runs in a worker process during a parallel ingest, so that encoding Parquet uses every core. `owner` is the
-    process holding the lake's lock: once it is gone, a worker writes nothing more, since the next run may
-    already have taken the lock over.
-    """
-    to_derive = []
-    for file in files:
-        if owner is not None and not _pid_alive(owner):
-            raise TrailsightError(f"the ingest that holds the lake's lock (pid {owner}) is gone; not writing")
-        rows = pa.concat_tables([load(piece) for piece in file.pieces]).take(pa.array(file.order))
-        for piece in file.pieces:
-            if isinstance(piece, str):
-                os.unlink(piece)
-        sink = pa.BufferOutputStream()
-        pq.write_table(rows.cast(_file_schema()), sink, **PARQUET_OPTIONS)
-        lake.write_bytes(file.key, sink.getvalue())
-        del sink
-        if file.partition[0] == CLOUDTRAIL_TABLE:
-            to_derive.append((file.key, file.partition, rows))
-        del rows
-    # After the data files: a file that a crash leaves without its derived files is derived when read.
-    deriver.write(lake, to_derive)
-    del to_derive
-    pa.default_memory_pool().release_unused()  # hand freed buffers back: the peak stays the rows in hand
-
-
-@cache
-def _process_deriver() -> Deriver:
-    """A worker process's own DuckDB connection for derived tables, kept for the life of the pool."""
-    return Deriver()
-
-
-def _write_files_task(lake_url: str, files: list[FileToWrite], owner: int) -> None:
-    write_files(_worker_storage(lake_url), files, _process_deriver(), owner)
-
-
-class PartitionWriter:
-    """Buffers converted rows per partition and writes them as de-duplicated, atomic Parquet files.
-
-    Memory stays bounded: when more than `max_rows` rows are buffered, the largest partitions are flushed.
-    The writer decides what each file holds (de-duplication needs every identity in one place); encoding
-    and writing the files is handed to `pool`'s worker processes when there is one, one round at a time.
-    """
-
-    def __init__(self, lake: Storage, max_rows: int = MAX_BUFFERED_ROWS,
-                 pool: ProcessPoolExecutor | None = None, workers: int = 1) -> None:
-        self.lake = lake
-        self.max_rows = max_rows
-        self.pool = pool
-        self.workers = workers
-        self.buffers: dict[Partition, list[RowPiece]] = {}
-        self.buffered: dict[Partition, int] = {}
-        self.known: dict[Partition, np.ndarray] = {}
-        self.written = 0
-        self.duplicates = 0
-        self.files_written: list[str] = []
-        self.round: list[FileToWrite] = []
-        self.writing: list[Future[None]] = []
-        self.deriver: Deriver | None = None
-
-    def add(self, partition: Partition, piece: RowPiece) -> None:
-        self.buffers.setdefault(partition, []).append(piece)
-        self.buffered[partition] = self.buffered.get(partition, 0) + len(piece.hashes)
-        if sum(self.buffered.values()) > self.max_rows:
-            # Flush the largest partitions down to half the budget: fewer, larger files than flushing one at a time.
-            while sum(self.buffered.values()) > self.max_rows // 2:
-                self.flush(max(self.buffered, key=self.buffered.__getitem__))
-            self.write_round()
-
-    def _existing_hashes(self, partition: Partition) -> np.ndarray:
-        if partition not in self.known:
-            self.known[partition] = partition_hashes(self.lake, partition)
-        return self.known[partition]
-
-    def flush(self, partition: Partition) -> None:
-        """Decide the partition's next file: its new events, in time order, once each."""
-        pieces = self.buffers.pop(partition, [])
-        self.buffered.pop(partition, None)
-        if not pieces:
-            return
-        hashes = np.concatenate([piece.hashes for piece in pieces])
-        _, first = np.unique(hashes, return_index=True)
-        existing = self._existing_hashes(partition)
-        fresh = first[~np.isin(hashes[first], existing, assume_unique=True)] if len(existing) else first
-        self.duplicates += len(hashes) - len(fresh)
-        if not len(fresh):
-            return
-        times = np.concatenate([piece.times for piece in pieces])
-        ordered = fresh[np.lexsort((hashes[fresh], times[fresh]))]
-        new_hashes = hashes[ordered]
-        key = f"{partition_key(partition)}/part-{_hash_of_hashes(new_hashes)}.parquet"
-        self.round.append(FileToWrite(key, partition, [piece.rows for piece in pieces], ordered))
-        self.known[partition] = np.sort(np.concatenate([existing, new_hashes]))
-        self.written += len(ordered)
-        self.files_written.append(key)
-
-    def write_round(self, shares: int = 1) -> None:
-        """Write the files decided since the last round; in the pool, after the previous round has finished.
-
-        The round goes to the pool as `shares` tasks of about equal rows, so that the last round, written when
-        nothing is left to convert, keeps every worker busy.
-        """
-        files, self.round = self.round, []
-        self._wait_for_writing()
-        if not files:
-            return
-        if self.pool is None:
-            self.deriver = self.deriver or Deriver()
-            write_files(self.lake, files, self.deriver)
-            return
-        tasks: list[list[FileToWrite]] = [[] for _ in range(min(shares, len(files)))]
-        for file in sorted(files, key=lambda f: -len(f.order)):
-            min(tasks, key=lambda task: sum(len(f.order) for f in task)).append(file)
-        self.writing = [self.pool.submit(_write_files_task, self.lake.url, task, os.getpid()) for task in tasks]
-
-    def _wait_for_writing(self) -> None:
-        writing, self.writing = self.writing, []
-        for task in writing:
-            task.result()
-
-    def close(self) -> None:
-        for partition in sorted(self.buffers):
-            self.flush(partition)
-        self.write_round(shares=self.workers)
-        self._wait_for_writing()
-        if self.deriver is not None:
-            self.deriver.close()
-
-
-# --- quarantine ------------------------------------------------------------------------------------------
-
-
-def write_quarantine(lake: Storage, converted: ConvertedFile) -> str | None:
-    """Keep what could not be converted, with the reason, under `_quarantine/<source key>.json`."""
-    if converted.file_error is None and not converted.quarantined:
-        return None
-    entry = {
-        "source": converted.key,
-        "reason": converted.file_error,
-        "records": [{"index": q.index, "reason": q.reason, "record": q.record} for q in converted.quarantined],
-    }
-    key = f"{QUARANTINE_PREFIX}/{converted.key}.quarantine.json"
-    try:
-        body = orjson.dumps(entry, option=orjson.OPT_INDENT_2)
-    except (TypeError, orjson.JSONEncodeError):
-        body = orjson.dumps({**entry, "records": [{"index": q.index, "reason": q.reason, "record": repr(q.record)}
-                                                  for q in converted.quarantined]}, option=orjson.OPT_INDENT_2)
-    lake.write_bytes(key, body)
-    return key
-
-
-# --- ingest ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -524,6 +190,8 @@ def _worker_init(environment: dict[str, str]) -> None:
 
 
 ConvertTask = tuple[str, list[LogObject], int, str | None]
+
+
 """(source URL, the objects, the size limit of one object, the spill folder when converting in a worker)"""
 
 
@@ -637,6 +305,8 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
 
 
 SHARED_MEMORY = Path("/dev/shm")
+
+
 SHARED_MEMORY_MIN_FREE = 2 * 2**30
 
 
@@ -720,47 +390,3 @@ def _start_workers(pool: ProcessPoolExecutor, count: int) -> threading.Event:
 def _record_run(lake: Storage, summary: IngestSummary) -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     lake.write_bytes(f"{RUNS_PREFIX}/{stamp}-ingest.json", orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2))
-
-
-def _day_folders(lake: Storage, table: str, start: date | None, end: date | None) -> list[tuple[date, str]]:
-    """A table's `event_date=` folders dated in [start, end] (unbounded when not given), in date order."""
-    days = []
-    for name in lake.list_dirs(table):
-        try:
-            day = date.fromisoformat(name.removeprefix("event_date="))
-        except ValueError:
-            continue
-        if name.startswith("event_date=") and not ((start and day < start) or (end and day > end)):
-            days.append((day, name))
-    return sorted(days)
-
-
-def lake_files(lake: Storage, table: str = CLOUDTRAIL_TABLE, start: date | None = None,
-               end: date | None = None) -> list[str]:
-    """Keys of a table's Parquet files, restricted to event dates in [start, end] when given."""
-    return [o.key for _, folder in _day_folders(lake, table, start, end)
-            for o in lake.list_files(f"{table}/{folder}") if o.key.endswith(".parquet")]
-
-
-def lake_partitions(lake: Storage, table: str = CLOUDTRAIL_TABLE, start: date | None = None,
-                    end: date | None = None) -> list[Partition]:
-    """A table's partitions dated in [start, end], in date order, from its folders: no Parquet is opened."""
-    return [(table, day, account.removeprefix("account="), region.removeprefix("region="))
-            for day, folder in _day_folders(lake, table, start, end)
-            for account in lake.list_dirs(f"{table}/{folder}")
-            for region in lake.list_dirs(f"{table}/{folder}/{account}")]
-
-
-DAYS_PREFIX = "_trailsight/days"
-
-
-def mark_day_complete(lake: str | Storage, day: date, summary: dict) -> None:
-    """Record that the daily job finished a day, so a backfill can skip it."""
-    lake = as_storage(lake)
-    lake.write_bytes(f"{DAYS_PREFIX}/{day.isoformat()}.json", orjson.dumps(summary, default=str))
-
-
-def completed_days(lake: str | Storage) -> set[date]:
-    lake = as_storage(lake)
-    return {date.fromisoformat(o.key.rsplit("/", 1)[-1].removesuffix(".json"))
-            for o in lake.list_files(DAYS_PREFIX) if o.key.endswith(".json")}

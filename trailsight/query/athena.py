@@ -20,7 +20,7 @@ from sqlglot import exp
 
 from trailsight.convert.records import CLOUDTRAIL_TABLE, INSIGHTS_TABLE
 from trailsight.errors import QueryError, UsageError, first_line
-from trailsight.lake.ingest import lake_partitions
+from trailsight.lake.layout import lake_partitions
 from trailsight.query.sqlfiles import load_derived, load_views
 from trailsight.schema import TableSchema, hive_type, load_schema
 from trailsight.storage.aws import client

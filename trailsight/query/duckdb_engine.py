@@ -26,7 +26,7 @@ from trailsight.lake.derived import (
     derived_tables,
     existing_keys,
 )
-from trailsight.lake.ingest import lake_files, partition_of
+from trailsight.lake.layout import lake_files, partition_of
 from trailsight.query.sqlfiles import create_views, prepare_connection
 from trailsight.schema import TableSchema, duckdb_type, load_schema, partition_schema
 from trailsight.storage.aws import region_name, s3_endpoint

@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from trailsight.lake.ingest import lake_partitions
+from trailsight.lake.layout import lake_partitions
 from trailsight.storage.store import Storage
 
 SEVERITIES = ("critical", "high", "medium", "low")

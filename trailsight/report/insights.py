@@ -50,7 +50,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from trailsight.lake.ingest import lake_partitions
+from trailsight.lake.layout import lake_partitions
 from trailsight.query.duckdb_engine import use_derived
 from trailsight.storage.store import Storage, as_storage
 

@@ -45,7 +45,8 @@ from botocore.exceptions import ClientError
 
 from trailsight.convert.records import Partition, convert_object, signed_identity
 from trailsight.errors import ArchiveError, StorageError
-from trailsight.lake.ingest import QUARANTINE_PREFIX, check_lake_format, lake_lock, partition_hashes, partition_key
+from trailsight.lake.layout import QUARANTINE_PREFIX, check_lake_format, partition_hashes, partition_key
+from trailsight.lake.lock import lake_lock
 from trailsight.retention.policy import ARCHIVE_CLASSES, Policy, load_policy
 from trailsight.source.discovery import LogObject, discover
 from trailsight.storage.aws import client

@@ -1,0 +1,118 @@
+"""Where things live in a lake: partition keys, the format marker, the days marked complete, listing data files."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import orjson
+import pyarrow.parquet as pq
+
+from trailsight.convert.records import (
+    CLOUDTRAIL_TABLE,
+    INSIGHTS_TABLE,
+    Partition,
+)
+from trailsight.errors import TrailsightError
+from trailsight.storage.store import Storage, as_storage
+
+TABLES = (CLOUDTRAIL_TABLE, INSIGHTS_TABLE)
+
+
+LOCK_KEY = "_trailsight/lock"
+
+
+RUNS_PREFIX = "_trailsight/runs"
+
+
+QUARANTINE_PREFIX = "_quarantine"
+
+
+def partition_key(partition: Partition) -> str:
+    table, day, account, region = partition
+    return f"{table}/event_date={day.isoformat()}/account={account}/region={region}"
+
+
+def partition_of(data_key: str) -> Partition:
+    """The partition of a data file's key: the inverse of `partition_key`."""
+    table, day, account, region = data_key.split("/")[:4]
+    return (table, date.fromisoformat(day.removeprefix("event_date=")), account.removeprefix("account="),
+            region.removeprefix("region="))
+
+
+FORMAT_KEY = "_trailsight/format.json"
+
+
+LAKE_FORMAT = {"format": 2, "eventhash": "xxh3-64 of each record's JSON text as delivered"}
+
+
+def check_lake_format(lake: Storage, claim: bool = False) -> None:
+    """Refuse a lake whose event identities were computed another way: de-duplicating against it would fail.
+
+    Lakes written before the format was recorded (format 1, which hashed each event's key-sorted JSON) hold data
+    but no format file. A lake with neither is new; `claim` records the format in it.
+    """
+    if lake.exists(FORMAT_KEY):
+        found = orjson.loads(lake.read_bytes(FORMAT_KEY)).get("format")
+        if found == LAKE_FORMAT["format"]:
+            return
+        raise TrailsightError(f"the lake {lake.url} has format {found!r}; this trailsight reads and writes format "
+                              f"{LAKE_FORMAT['format']}: use the trailsight that wrote it, or a new lake")
+    if any(next(iter(lake.list_files(table)), None) is not None for table in TABLES):
+        raise TrailsightError(
+            f"the lake {lake.url} was written by an earlier trailsight (lake format 1), whose event identities "
+            f"(eventhash) this one computes differently, so it could neither de-duplicate against the lake nor "
+            f"verify raw logs in it; ingest into a new lake (--lake) and remove this one")
+    if claim:
+        lake.write_bytes(FORMAT_KEY, orjson.dumps(LAKE_FORMAT, option=orjson.OPT_INDENT_2))
+
+
+def partition_hashes(lake: Storage, partition: Partition) -> np.ndarray:
+    """The sorted `eventhash` values of a partition's files: its events' identities, read column-only."""
+    parts = [pq.read_table(lake.path(obj.key), columns=["eventhash"], filesystem=lake.fs).column("eventhash")
+             .to_numpy() for obj in lake.list_files(partition_key(partition)) if obj.key.endswith(".parquet")]
+    return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+
+def _day_folders(lake: Storage, table: str, start: date | None, end: date | None) -> list[tuple[date, str]]:
+    """A table's `event_date=` folders dated in [start, end] (unbounded when not given), in date order."""
+    days = []
+    for name in lake.list_dirs(table):
+        try:
+            day = date.fromisoformat(name.removeprefix("event_date="))
+        except ValueError:
+            continue
+        if name.startswith("event_date=") and not ((start and day < start) or (end and day > end)):
+            days.append((day, name))
+    return sorted(days)
+
+
+def lake_files(lake: Storage, table: str = CLOUDTRAIL_TABLE, start: date | None = None,
+               end: date | None = None) -> list[str]:
+    """Keys of a table's Parquet files, restricted to event dates in [start, end] when given."""
+    return [o.key for _, folder in _day_folders(lake, table, start, end)
+            for o in lake.list_files(f"{table}/{folder}") if o.key.endswith(".parquet")]
+
+
+def lake_partitions(lake: Storage, table: str = CLOUDTRAIL_TABLE, start: date | None = None,
+                    end: date | None = None) -> list[Partition]:
+    """A table's partitions dated in [start, end], in date order, from its folders: no Parquet is opened."""
+    return [(table, day, account.removeprefix("account="), region.removeprefix("region="))
+            for day, folder in _day_folders(lake, table, start, end)
+            for account in lake.list_dirs(f"{table}/{folder}")
+            for region in lake.list_dirs(f"{table}/{folder}/{account}")]
+
+
+DAYS_PREFIX = "_trailsight/days"
+
+
+def mark_day_complete(lake: str | Storage, day: date, summary: dict) -> None:
+    """Record that the daily job finished a day, so a backfill can skip it."""
+    lake = as_storage(lake)
+    lake.write_bytes(f"{DAYS_PREFIX}/{day.isoformat()}.json", orjson.dumps(summary, default=str))
+
+
+def completed_days(lake: str | Storage) -> set[date]:
+    lake = as_storage(lake)
+    return {date.fromisoformat(o.key.rsplit("/", 1)[-1].removesuffix(".json"))
+            for o in lake.list_files(DAYS_PREFIX) if o.key.endswith(".json")}
