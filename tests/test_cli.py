@@ -9,7 +9,8 @@ import pytest
 import typer
 from conftest import WriteLog, day_start, log_key, make_event
 
-from trailsight.cli.main import app, run
+from trailsight.cli.common import app
+from trailsight.cli.main import run
 
 COMMANDS = (
     "ingest", "export", "sql", "generate", "demo", "schema", "report", "verify", "archive", "restore", "lifecycle",

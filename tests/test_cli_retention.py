@@ -17,7 +17,8 @@ import pytest
 import typer
 from conftest import WriteLog, day_start, log_key, make_event
 
-from trailsight.cli.main import EXIT_PENDING, run
+from trailsight.cli.common import EXIT_PENDING
+from trailsight.cli.main import run
 from trailsight.lake.ingest import ingest
 from trailsight.retention.costs import cost_plan, load_prices
 from trailsight.retention.policy import load_policy

@@ -1,0 +1,31 @@
+"""`trailsight athena`: the Glue tables and their DDL, derived from the schema."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from trailsight.cli.common import DatabaseOption, LakeOption, out
+from trailsight.query import athena
+
+athena_app = typer.Typer(help="Athena: the Glue tables and their DDL, derived from the schema.", no_args_is_help=True)
+
+
+@athena_app.command("ddl")
+def athena_ddl(lake: LakeOption, database: DatabaseOption = "trailsight") -> None:
+    """Print the CREATE EXTERNAL TABLE statements (partition projection, Parquet) for an S3 lake.
+
+    Example: trailsight athena ddl --lake s3://my-bucket/lake --database audit
+    """
+    sys.stdout.write(athena.ddl(lake, athena.AthenaSettings(database)))
+
+
+@athena_app.command("create")
+def athena_create(lake: LakeOption, database: DatabaseOption = "trailsight") -> None:
+    """Create or update the Glue database and tables for an S3 lake (idempotent; no crawler, no MSCK REPAIR).
+
+    Example: trailsight athena create --lake s3://my-bucket/lake --database audit
+    """
+    for line in athena.create_tables(lake, athena.AthenaSettings(database)):
+        out.print(line)
