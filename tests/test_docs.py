@@ -19,7 +19,7 @@ def test_readme_test_command_is_the_one_ci_runs() -> None:
 
 
 def test_readme_main_command_runs_the_demo() -> None:
-    assert "python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/trailsight demo" in README
+    assert "python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt -e . && .venv/bin/trailsight demo" in README
 
 
 def test_every_cli_command_is_in_the_readme() -> None:

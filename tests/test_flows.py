@@ -33,7 +33,7 @@ DAY = date(2024, 5, 2)
 
 @pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=lambda d: d["name"])
 def test_every_entrypoint_loads_and_its_parameters_validate(deployment: dict[str, Any]) -> None:
-    flow = load_flow_from_entrypoint(str(PROJECT_ROOT / deployment["entrypoint"]))
+    flow = load_flow_from_entrypoint(deployment["entrypoint"])
     parameters = dict(deployment.get("parameters") or {})
     if deployment["name"] == "backfill":
         parameters.update(start="2024-05-01", end="2024-05-07")
