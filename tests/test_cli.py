@@ -9,8 +9,7 @@ import pytest
 import typer
 from conftest import WriteLog, day_start, log_key, make_event
 
-from trailsight.cli.common import app
-from trailsight.cli.main import run
+from trailsight.cli.main import app, run
 
 COMMANDS = (
     "ingest", "export", "sql", "generate", "demo", "schema", "report", "verify", "archive", "restore", "lifecycle",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from trailsight.cli.common import app
+from trailsight.cli.main import app
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +19,8 @@ def test_readme_test_command_is_the_one_ci_runs() -> None:
 
 
 def test_readme_main_command_runs_the_demo() -> None:
-    assert "python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt -e . && .venv/bin/trailsight demo" in README
+    command = "python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt -e . && .venv/bin/trailsight demo"
+    assert command in README
 
 
 def test_every_cli_command_is_in_the_readme() -> None:
