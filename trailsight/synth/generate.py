@@ -46,7 +46,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 from isal import igzip
+
+from trailsight.resources import package_folder
 
 __all__ = ["GenerationSummary", "generate_archive"]
 
@@ -74,6 +77,12 @@ _B32_TABLE = bytes((string.ascii_uppercase + "234567").encode()[i % 32] for i in
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in _HEX}
 _HMS = tuple(f"T{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}Z" for s in range(_SECONDS_PER_DAY))
 _MINUTES = tuple(range(_MINUTES_PER_DAY))
+
+
+def _read_data(name: str) -> Any:
+    """One of the generator's tables (world.yaml, apis.yaml, incidents.yaml), shipped in this package."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: several times faster
+    return yaml.load((package_folder("trailsight.synth") / name).read_text(), Loader=loader)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -258,71 +267,24 @@ def _largest_remainder(total: int, shares: Sequence[float]) -> list[int]:
 # The world: accounts, principals ("actors"), resources. Derived from the seed alone.
 # ------------------------------------------------------------------------------------------------------------
 
-REGIONS = ("us-east-1", "eu-west-1", "us-west-2", "ap-southeast-2")
-HOME_REGION = "us-east-1"
-# Busy hour (UTC) per region: the daily rhythm follows the people who work there, never zero at night.
-_REGION_PEAK_HOUR = {"us-east-1": 15.5, "eu-west-1": 11.0, "us-west-2": 18.5, "ap-southeast-2": 1.0}
-_GLOBAL_SERVICES = {"iam.amazonaws.com", "signin.amazonaws.com", "sso.amazonaws.com"}
-
-_GIVEN = (
-    "alice",
-    "bob",
-    "carol",
-    "dave",
-    "erin",
-    "frank",
-    "grace",
-    "heidi",
-    "ivan",
-    "judy",
-    "mallory",
-    "niaj",
-    "olivia",
-    "peggy",
-    "rupert",
-    "sybil",
-    "trent",
-    "victor",
-    "walter",
-    "yasmin",
-)
-_FAMILY = ("smith", "jones", "garcia", "chen", "kumar", "muller", "rossi", "dubois", "tanaka", "silva")
-_APPS = ("orders", "payments", "catalog", "search", "billing", "ingest", "reports", "auth", "notify", "media")
-
-_UA_CLI = (
-    "aws-cli/2.15.30 Python/3.11.8 Linux/6.5.0-1014-aws exe/x86_64.ubuntu.22 prompt/off",
-    "aws-cli/2.17.12 Python/3.11.9 Darwin/23.5.0 exe/x86_64 prompt/off",
-    "aws-cli/2.13.25 Python/3.11.5 Windows/10 exe/AMD64 prompt/off",
-    "aws-cli/1.32.69 md/Botocore#1.34.69 ua/2.0 os/linux#5.10.213-201.855.amzn2.x86_64 md/arch#x86_64 "
-    "lang/python#3.9.16 md/pyimpl#CPython cfg/retry-mode#legacy botocore/1.34.69",
-)
-_UA_BROWSER = (
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4_1) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.4.1 Safari/605.1.15",
-)
-_UA_CONSOLE = ("AWS Internal", "console.amazonaws.com", *_UA_BROWSER)
-_UA_BOTO = (
-    "Boto3/1.34.69 md/Botocore#1.34.69 ua/2.0 os/linux#5.10.213-201.855.amzn2.x86_64 md/arch#x86_64 "
-    "lang/python#3.11.8 md/pyimpl#CPython cfg/retry-mode#legacy Botocore/1.34.69",
-    "Boto3/1.28.62 md/Botocore#1.31.62 ua/2.0 os/linux#5.10.197-186.748.amzn2.x86_64 md/arch#x86_64 "
-    "lang/python#3.10.13 md/pyimpl#CPython exec-env/AWS_Lambda_python3.10 cfg/retry-mode#legacy "
-    "Botocore/1.31.62",
-)
-_UA_SDK = (
-    "aws-sdk-go-v2/1.26.1 os/linux lang/go#1.22.2 md/GOOS#linux md/GOARCH#amd64",
-    "aws-sdk-java/2.25.16 Linux/5.10.210-201.852.amzn2.x86_64 OpenJDK_64-Bit_Server_VM/17.0.10+7-LTS "
-    "Java/17.0.10 vendor/Amazon.com_Inc. exec-env/AWS_ECS_FARGATE io/sync http/Apache cfg/retry-mode/legacy",
-    "aws-sdk-nodejs/2.1592.0 linux/v18.19.1 exec-env/AWS_Lambda_nodejs18.x promise",
-)
-_UA_TERRAFORM = (
-    "APN/1.0 HashiCorp/1.0 Terraform/1.7.5 (+https://www.terraform.io) terraform-provider-aws/5.43.0 "
-    "(+https://registry.terraform.io/providers/hashicorp/aws) aws-sdk-go-v2/1.26.1 os/linux lang/go#1.22.1 "
-    "md/GOOS#linux md/GOARCH#amd64",
-)
-_UA_SSM_AGENT = ("aws-sdk-go/1.44.260 (go1.20.4; linux; amd64) amazon-ssm-agent/3.3.131.0",)
+_WORLD_DATA = _read_data("world.yaml")
+REGIONS: tuple[str, ...] = tuple(_WORLD_DATA["regions"])
+HOME_REGION = REGIONS[0]
+_REGION_PEAK_HOUR: dict[str, float] = {r: v["peak_hour"] for r, v in _WORLD_DATA["regions"].items()}
+_GIVEN: tuple[str, ...] = tuple(_WORLD_DATA["names"]["given"])
+_FAMILY: tuple[str, ...] = tuple(_WORLD_DATA["names"]["family"])
+_APPS: tuple[str, ...] = tuple(_WORLD_DATA["names"]["apps"])
+_CONFIG_RULES: tuple[str, ...] = tuple(_WORLD_DATA["config_rules"])
+_READ_POLICIES: tuple[str, ...] = tuple(_WORLD_DATA["read_policies"])
+_ATTACHED_POLICIES: tuple[str, ...] = tuple(_WORLD_DATA["attached_policies"])
+_UA: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in _WORLD_DATA["user_agents"].items()}
+_UA_CLI = _UA["cli"]
+_UA_BROWSER = _UA["browser"]
+_UA_CONSOLE = _UA["console_hosts"] + _UA_BROWSER
+_UA_BOTO = _UA["boto"]
+_UA_SDK = _UA["sdk"]
+_UA_TERRAFORM = _UA["terraform"]
+_UA_SSM_AGENT = _UA["ssm_agent"]
 
 
 @dataclass
@@ -421,34 +383,8 @@ def _world(seed: int) -> _World:
     vpn = tuple(_ip(rng, (34, 35)) for _ in range(2))
     homes = tuple(_ip(rng, (24, 71, 73, 98, 174, 188, 213)) for _ in range(24))
     accounts = []
-    specs = [  # name, share, org?, region weights
-        (
-            "prod",
-            0.42,
-            True,
-            {"us-east-1": 0.58, "eu-west-1": 0.22, "us-west-2": 0.14, "ap-southeast-2": 0.06},
-        ),
-        (
-            "staging",
-            0.18,
-            True,
-            {"us-east-1": 0.65, "eu-west-1": 0.2, "us-west-2": 0.15, "ap-southeast-2": 0.0},
-        ),
-        (
-            "security",
-            0.12,
-            True,
-            {"us-east-1": 0.55, "eu-west-1": 0.2, "us-west-2": 0.15, "ap-southeast-2": 0.1},
-        ),
-        (
-            "legacy",
-            0.28,
-            False,
-            {"us-east-1": 0.7, "eu-west-1": 0.3, "us-west-2": 0.0, "ap-southeast-2": 0.0},
-        ),
-    ]
-    for i, (name, share, in_org, rweights) in enumerate(specs):
-        acct_id = ids[i]
+    for i, spec in enumerate(_WORLD_DATA["accounts"]):
+        name, acct_id = spec["name"], ids[i]
         nat = tuple(_ip(rng, (3, 18, 52, 54)) for _ in range(4))
         actors = _make_actors(rng, acct_id, name, i, office + vpn, homes, nat, ids[4], ids)
         pools = {r: _make_pools(rng, acct_id, name, r, actors) for r in REGIONS}
@@ -457,10 +393,10 @@ def _world(seed: int) -> _World:
                 index=i,
                 id=acct_id,
                 name=name,
-                org_id=org_id if in_org else None,
-                share=share,
-                region_weights=rweights,
-                trail_name="org-trail" if in_org else "management-events",
+                org_id=org_id if spec["organization"] else None,
+                share=spec["share"],
+                region_weights=dict(spec["regions"]),
+                trail_name="org-trail" if spec["organization"] else "management-events",
                 trail_home=HOME_REGION,
                 actors=actors,
                 pools=pools,
@@ -726,10 +662,7 @@ def _make_actors(
             1.0,
             acct,
             tuple(_ip(rng, (4, 20, 40, 52)) for _ in range(8)),
-            (
-                "aws-sdk-nodejs/3.540.0 linux/v20.11.1 ua/2.0 os/linux#6.5.0-1017-azure lang/js "
-                "md/nodejs#20.11.1",
-            ),
+            _UA["github_actions"],
             sessions=(f"repo:acme/{repo}:ref:refs/heads/main", f"repo:acme/{repo}:environment:production"),
             extra={
                 "provider": "token.actions.githubusercontent.com",
@@ -813,14 +746,7 @@ def _make_pools(rng: random.Random, acct: str, name: str, region: str, actors: l
         secrets=[f"{name}/{a}/{s}-{_rand_str(rng, _ALNUM, 6)}" for a in apps[:4] for s in ("db", "api-key")],
         log_groups=[f"/aws/lambda/{a}-handler" for a in apps] + [f"/ecs/{a}" for a in apps[:3]],
         alarms=[f"{a}-{m}" for a in apps[:4] for m in ("5xx-rate", "latency-p99", "throttles")],
-        config_rules=[
-            "s3-bucket-public-read-prohibited",
-            "restricted-ssh",
-            "iam-user-mfa-enabled",
-            "encrypted-volumes",
-            "cloudtrail-enabled",
-            "root-account-mfa-enabled",
-        ],
+        config_rules=list(_CONFIG_RULES),
         roles=[a.name for a in actors if a.kind == "AssumedRole"],
         app_roles=[
             a.name for a in actors if a.kind == "AssumedRole" and a.group == _A and "via" not in a.extra
@@ -846,7 +772,7 @@ class _Api:
     read_only: bool
     groups: dict[str, float]  # caller group -> weight
     build: Builder
-    err_rate: float = 0.02
+    err_rate: float = 0.0
     errors: tuple[tuple[str | None, str], ...] = ()
     event_type: str = "AwsApiCall"
     category: str = "Management"
@@ -861,19 +787,6 @@ class _Api:
     def __post_init__(self) -> None:
         self.key = f"{self.source}:{self.name}"
         self.management = self.category == "Management"
-
-
-_ACCESS_DENIED = ("AccessDenied", "@denied")
-_ACCESS_DENIED_EXC = ("AccessDeniedException", "@denied")
-_THROTTLING = ("ThrottlingException", "Rate exceeded")
-_EC2_UNAUTH = ("Client.UnauthorizedOperation", "You are not authorized to perform this operation.")
-_EC2_LIMIT = ("Client.RequestLimitExceeded", "Request limit exceeded.")
-_VALIDATION = (
-    "ValidationException",
-    "1 validation error detected: Value '1000' at 'maxResults' failed to "
-    "satisfy constraint: Member must have value less than or equal to 100",
-)
-_NOT_FOUND = ("ResourceNotFoundException", "Requested resource not found")
 
 
 class _Ctx:
@@ -1115,10 +1028,6 @@ class _Ctx:
 
 # -- request/response builders -----------------------------------------------------------------------------
 # Each returns (requestParameters, responseElements, resources, additionalEventData).
-
-
-_READ_POLICIES = ("ReadOnlyAccess", "AdministratorAccess", "AmazonS3ReadOnlyAccess")
-_ATTACHED_POLICIES = ("AmazonS3ReadOnlyAccess", "CloudWatchLogsFullAccess", "AmazonSSMManagedInstanceCore")
 
 
 def _arn(ctx: _Ctx, service: str, resource: str) -> str:
@@ -1412,11 +1321,6 @@ def _ec2_filter(ctx: _Ctx) -> dict[str, Any]:
     if ctx.r() < 0.5:
         return {}
     return {"items": [{"name": "tag:app", "valueSet": {"items": [{"value": ctx.pick(_APPS)}]}}]}
-
-
-# Chance that a call of the API carries a huge request (thousands of ids, a 50 KB policy, 100 evaluations),
-# tuned so that about 0.2% of all events carry tens of KB of request parameters.
-_BIG_SHARE: dict[str, float] = {"instancesSet": 0.012, "volumeSet": 0.02, "policy": 0.25, "evaluations": 0.02}
 
 
 def _b_describe(set_name: str, pool: str | None = None, big: bool = False) -> Builder:
@@ -2006,194 +1910,146 @@ def _b_kms_rotate(ctx: _Ctx, actor: _Actor) -> tuple[Any, Any, Any, Any]:
 def _b_regions(ctx: _Ctx, actor: _Actor) -> tuple[Any, Any, Any, Any]:
     return {"regionSet": {}, "allRegions": ctx.r() < 0.3}, None, None, None
 
+# ------------------------------------------------------------------------------------------------------------
+# The API catalogue, read from apis.yaml: the file names each API's builder, resolved through these registries.
+# ------------------------------------------------------------------------------------------------------------
 
-_SVC_ASSUME = (
-    "lambda.amazonaws.com",
-    "ecs-tasks.amazonaws.com",
-    "ec2.amazonaws.com",
-    "config.amazonaws.com",
-    "events.amazonaws.com",
-    "ssm.amazonaws.com",
-)
-_SVC_KMS = (
-    "s3.amazonaws.com",
-    "secretsmanager.amazonaws.com",
-    "ec2.amazonaws.com",
-    "lambda.amazonaws.com",
-    "dynamodb.amazonaws.com",
-    "logs.amazonaws.com",
-)
+BUILDERS: dict[str, Builder] = {
+    "alarms": _b_alarms,
+    "assume_role": _b_assume_role,
+    "assume_saml": _b_assume_saml,
+    "assume_web": _b_assume_web,
+    "attach_role_policy": _b_attach_role_policy,
+    "config_rules": _b_config_rules,
+    "console_login": _b_console_login,
+    "create_access_key": _b_create_access_key,
+    "create_bucket": _b_create_bucket,
+    "create_policy": _b_create_policy,
+    "create_sg": _b_create_sg,
+    "create_tags": _b_create_tags,
+    "create_user": _b_create_user,
+    "ddb_item": _b_ddb_item,
+    "ddb_query": _b_ddb_query,
+    "ddb_table": _b_ddb_table,
+    "describe_ni": _b_describe_ni,
+    "describe_sg": _b_describe_sg,
+    "describe_trails": _b_describe_trails,
+    "federation_token": _b_federation_token,
+    "gd": _b_gd,
+    "gd_findings": _b_gd_findings,
+    "iam_list": _b_iam_list,
+    "iam_policy_version": _b_iam_policy_version,
+    "iam_role": _b_iam_role,
+    "invoke": _b_invoke,
+    "kms": _b_kms,
+    "kms_datakey": _b_kms_datakey,
+    "kms_rotate": _b_kms_rotate,
+    "lambda_fn": _b_lambda_fn,
+    "lambda_update": _b_lambda_update,
+    "list_buckets": _b_list_buckets,
+    "logs_groups": _b_logs_groups,
+    "logs_retention": _b_logs_retention,
+    "logs_stream": _b_logs_stream,
+    "lookup": _b_lookup,
+    "none": _b_none,
+    "put_bucket_policy": _b_put_bucket_policy,
+    "put_evaluations": _b_put_evaluations,
+    "put_role_policy": _b_put_role_policy,
+    "regions": _b_regions,
+    "rotation": _b_rotation,
+    "run_instances": _b_run_instances,
+    "s3_object": _b_s3_object,
+    "s3_put": _b_s3_put,
+    "secret": _b_secret,
+    "sg_ingress": _b_sg_ingress,
+    "sg_revoke": _b_sg_revoke,
+    "sso_role": _b_sso_role,
+    "ssm_describe": _b_ssm_describe,
+    "ssm_param": _b_ssm_param,
+    "ssm_params": _b_ssm_params,
+    "ssm_update": _b_ssm_update,
+    "trail": _b_trail,
+}
+# Parametric builders: the file writes {factory: [arguments]}.
+BUILDER_FACTORIES: dict[str, Callable[..., Builder]] = {
+    "bucket_subresource": _bucket_builder,
+    "describe": _b_describe,
+    "instances_state": _b_instances_state,
+}
+CALLER_GROUPS = frozenset((_H, _A, _S, "saml", "webid", "idc", "root"))
+_API_FIELDS = {  # apis.yaml field -> _Api field
+    "source": "source",
+    "name": "name",
+    "read_only": "read_only",
+    "callers": "groups",
+    "builder": "build",
+    "error_rate": "err_rate",
+    "errors": "errors",
+    "svc_hosts": "svc_hosts",
+    "event_type": "event_type",
+    "category": "category",
+    "version": "version",
+    "request_id": "request_id",
+    "tls": "tls",
+}
+_REQUIRED_API_FIELDS = ("source", "name", "read_only", "callers", "builder")
 
-# Error codes and messages as CloudTrail shows them; "@..." messages are filled in per event.
-_E_S3_DENIED = ("AccessDenied", "Access Denied")
-_E_KMS_THROTTLE = ("ThrottlingException", "You have exceeded the rate at which you may call KMS. Reduce the "
-                   "frequency of your calls.")
-_E_NO_KEY = ("NoSuchKey", "The specified key does not exist.")
-_E_NO_ROLE = ("NoSuchEntityException", "@nosuchrole")
-_E_IAM_THROTTLE = ("Throttling", "Rate exceeded")
-_E_LOG_STREAM = ("ResourceAlreadyExistsException", "The specified log stream already exists")
-_E_DDB_THROUGHPUT = (
-    "ProvisionedThroughputExceededException",
-    "The level of configured provisioned throughput for the table was exceeded. Consider "
-    "increasing your provisioning level with the UpdateTable API.",
-)
-_E_NO_SECRET = ("ResourceNotFoundException", "Secrets Manager can't find the specified secret.")
-_E_GD_BAD = (
-    "BadRequestException",
-    "The request is rejected because an invalid or out-of-range value is specified as an input parameter.",
-)
-_E_OIDC = (
-    "InvalidIdentityToken",
-    "No OpenIDConnect provider found in your account for https://token.actions.githubusercontent.com",
-)
-_E_CAPACITY = (
-    "Server.InsufficientInstanceCapacity",
-    "We currently do not have sufficient capacity in the Availability Zone you requested.",
-)
-_E_LAMBDA_CONFLICT = (
-    "ResourceConflictException",
-    "The operation cannot be performed at this time. An update is in progress for resource",
-)
-_E_BUCKET_OWNED = (
-    "BucketAlreadyOwnedByYou",
-    "Your previous request to create the named bucket succeeded and you already own it.",
-)
+
+def _builder(spec: Any, where: str) -> Builder:
+    """A builder by name, or a parametric one from ``{factory: [arguments]}``."""
+    if isinstance(spec, str) and spec in BUILDERS:
+        return BUILDERS[spec]
+    if isinstance(spec, dict) and len(spec) == 1:
+        ((factory, args),) = spec.items()
+        if factory in BUILDER_FACTORIES and isinstance(args, list):
+            return BUILDER_FACTORIES[factory](*args)
+    raise ValueError(
+        f"{where}: unknown builder {spec!r}; use one of {sorted(BUILDERS)} or {{factory: [arguments]}} with a "
+        f"factory of {sorted(BUILDER_FACTORIES)}"
+    )
 
 
-def _api_catalogue() -> list[_Api]:
-    """APIs in popularity order; weights are assigned from the rank (Zipf, s=1) afterwards."""
-    A = _Api  # a short alias keeps the table readable
-    ec2, s3, iam, sts = "ec2.amazonaws.com", "s3.amazonaws.com", "iam.amazonaws.com", "sts.amazonaws.com"
-    kms, ddb, lam = "kms.amazonaws.com", "dynamodb.amazonaws.com", "lambda.amazonaws.com"
-    logs, ssm, sm = "logs.amazonaws.com", "ssm.amazonaws.com", "secretsmanager.amazonaws.com"
-    cw, cfg, gd = "monitoring.amazonaws.com", "config.amazonaws.com", "guardduty.amazonaws.com"
-    ct, sso, signin = "cloudtrail.amazonaws.com", "sso.amazonaws.com", "signin.amazonaws.com"
-    denied, denied_x, unauth = (_ACCESS_DENIED,), (_ACCESS_DENIED_EXC,), (_EC2_UNAUTH,)
-    throttle, s3_denied = (_THROTTLING,), (_E_S3_DENIED,)
-    s3v = {"version": "1.09", "request_id": "s3"}
-    data = {"category": "Data", "version": "1.09"}
-    asg, elb = ("autoscaling.amazonaws.com",), ("elasticloadbalancing.amazonaws.com",)
-    # fmt: off
-    apis = [
-        A(sts, "AssumeRole", True, {_S: 5, _A: 3, _H: 1}, _b_assume_role, 0.012,
-          (_ACCESS_DENIED, _E_IAM_THROTTLE), svc_hosts=_SVC_ASSUME),
-        A(kms, "Decrypt", True, {_S: 4, _A: 4, _H: 0.3}, _b_kms, 0.01,
-          (_ACCESS_DENIED_EXC, ("InvalidCiphertextException", ""), _E_KMS_THROTTLE), svc_hosts=_SVC_KMS),
-        A(s3, "GetObject", True, {_A: 6, _H: 0.5}, _b_s3_object, 0.035, (_E_NO_KEY, _E_S3_DENIED),
-          request_id="s3", **data),
-        A(ec2, "DescribeInstances", True, {_A: 4, _H: 2, _S: 0.5},
-          _b_describe("instancesSet", "instances", True), 0.02, (_EC2_UNAUTH, _EC2_LIMIT),
-          svc_hosts=asg + elb),
-        A(logs, "CreateLogStream", False, {_A: 1}, _b_logs_stream, 0.04, (_E_LOG_STREAM,)),
-        A(kms, "GenerateDataKey", True, {_S: 4, _A: 3, _H: 0.2}, _b_kms_datakey, 0.008, denied_x,
-          svc_hosts=_SVC_KMS),
-        A(ssm, "UpdateInstanceInformation", False, {_A: 1}, _b_ssm_update, 0.005, throttle),
-        A(ddb, "GetItem", True, {_A: 1}, _b_ddb_item, 0.004, (_E_DDB_THROUGHPUT,), **data),
-        A(ssm, "GetParameter", True, {_A: 5, _H: 1}, _b_ssm_param, 0.03,
-          (("ParameterNotFound", ""), _ACCESS_DENIED_EXC)),
-        A(s3, "PutObject", False, {_A: 6, _H: 0.3}, _b_s3_put, 0.01, s3_denied, request_id="s3", **data),
-        A(sts, "GetCallerIdentity", True, {_A: 3, _H: 2}, _b_none, 0.0),
-        A(ec2, "DescribeSecurityGroups", True, {_A: 3, _H: 2, _S: 0.3}, _b_describe_sg, 0.02, unauth,
-          svc_hosts=elb),
-        A(sm, "GetSecretValue", True, {_A: 5, _H: 0.5}, _b_secret, 0.015, (_E_NO_SECRET, _ACCESS_DENIED_EXC)),
-        A(ddb, "Query", True, {_A: 1}, _b_ddb_query, 0.006, (_VALIDATION,), **data),
-        A(s3, "ListBuckets", True, {_A: 2, _H: 2}, _b_list_buckets, 0.02, s3_denied, **s3v),
-        A(ec2, "DescribeNetworkInterfaces", True, {_S: 3, _A: 1}, _b_describe_ni, 0.01, (_EC2_LIMIT,),
-          svc_hosts=("lambda.amazonaws.com", "ecs.amazonaws.com", *elb)),
-        A(lam, "Invoke", False, {_S: 2, _A: 3}, _b_invoke, 0.01,
-          (("TooManyRequestsException", "Rate Exceeded."),), category="Data",
-          svc_hosts=("events.amazonaws.com", "apigateway.amazonaws.com", "s3.amazonaws.com")),
-        A(logs, "DescribeLogGroups", True, {_A: 2, _H: 2}, _b_logs_groups, 0.015, throttle),
-        A(iam, "GetRole", True, {_A: 3, _H: 1, _S: 0.5}, _b_iam_role, 0.06, (_E_NO_ROLE,),
-          svc_hosts=("cloudformation.amazonaws.com",)),
-        A(ec2, "DescribeVolumes", True, {_A: 3, _H: 1}, _b_describe("volumeSet", "volumes", True), 0.01,
-          unauth),
-        A(s3, "GetBucketLocation", True, {_A: 3, _H: 1}, _bucket_builder("location"), 0.01, s3_denied, **s3v),
-        A(cfg, "PutEvaluations", False, {_A: 1}, _b_put_evaluations, 0.01, throttle),
-        A(cw, "DescribeAlarms", True, {_A: 2, _H: 2}, _b_alarms, 0.01, (_E_IAM_THROTTLE,)),
-        A(ec2, "DescribeSubnets", True, {_A: 3, _H: 1, _S: 0.5}, _b_describe("subnetSet"), 0.01, unauth,
-          svc_hosts=elb),
-        A(ddb, "PutItem", False, {_A: 1}, _b_ddb_item, 0.01,
-          (("ConditionalCheckFailedException", "The conditional request failed"),), **data),
-        A(kms, "Encrypt", True, {_S: 2, _A: 2}, _b_kms, 0.005, denied_x, svc_hosts=_SVC_KMS),
-        A(ec2, "DescribeVpcs", True, {_A: 2, _H: 1}, _b_describe("vpcSet"), 0.01, unauth),
-        A(ct, "LookupEvents", True, {_H: 2, _A: 1}, _b_lookup, 0.03, throttle),
-        A(gd, "ListFindings", True, {_A: 2, _H: 1}, _b_gd, 0.005, (_E_GD_BAD,)),
-        A(iam, "ListRoles", True, {_A: 2, _H: 2}, _b_iam_list, 0.01, (_E_IAM_THROTTLE,)),
-        A(ec2, "DescribeImages", True, {_A: 2, _H: 1}, _b_describe("imagesSet"), 0.01, unauth),
-        A(s3, "GetBucketPolicy", True, {_A: 2, _H: 1, _S: 1}, _bucket_builder("policy"), 0.08,
-          (("NoSuchBucketPolicy", "The bucket policy does not exist"),),
-          svc_hosts=("access-analyzer.amazonaws.com", "config.amazonaws.com"), **s3v),
-        A(lam, "ListFunctions20150331", True, {_A: 2, _H: 2}, _b_none, 0.01, throttle),
-        A(cfg, "DescribeConfigRules", True, {_A: 1, _H: 1}, _b_config_rules, 0.0),
-        A(ec2, "DescribeTags", True, {_A: 2, _H: 0.5}, _b_describe(""), 0.005, (_EC2_LIMIT,)),
-        A(iam, "GetPolicyVersion", True, {_A: 2, _H: 1, _S: 1}, _b_iam_policy_version, 0.01,
-          (("NoSuchEntityException", "Policy version does not exist."),),
-          svc_hosts=("access-analyzer.amazonaws.com",)),
-        A(sts, "AssumeRoleWithWebIdentity", True, {"webid": 1}, _b_assume_web, 0.01, (_E_OIDC,)),
-        A(ec2, "CreateTags", False, {_A: 3, _H: 1, _S: 1}, _b_create_tags, 0.01, unauth, svc_hosts=asg),
-        A(iam, "ListAttachedRolePolicies", True, {_A: 2, _H: 1}, _b_iam_role, 0.02, (_E_NO_ROLE,)),
-        A(gd, "GetFindings", True, {_A: 2, _H: 1}, _b_gd_findings, 0.0),
-        A(ssm, "DescribeInstanceInformation", True, {_A: 2, _H: 1}, _b_ssm_describe, 0.005, throttle),
-        A(ct, "DescribeTrails", True, {_A: 2, _H: 1, _S: 1}, _b_describe_trails, 0.0,
-          svc_hosts=("config.amazonaws.com",)),
-        A(ddb, "DescribeTable", True, {_A: 3, _H: 1}, _b_ddb_table, 0.01, (_NOT_FOUND, _THROTTLING)),
-        A(signin, "ConsoleLogin", False, {_H: 3, "root": 0.02}, _b_console_login, 0.03,
-          ((None, "Failed authentication"),), event_type="AwsConsoleSignIn", version="1.09",
-          request_id="none", tls=False),
-        A(sts, "AssumeRoleWithSAML", True, {"saml": 1}, _b_assume_saml, 0.01,
-          (("InvalidIdentityToken", "Specified provider doesn't exist"),)),
-        A(sso, "ListAccounts", True, {"idc": 1}, _b_none, 0.0, version="1.10", tls=False),
-        A(ct, "GetTrailStatus", True, {_A: 2, _H: 1}, _b_trail, 0.0),
-        A(lam, "GetFunction20150331v2", True, {_A: 2, _H: 2}, _b_lambda_fn, 0.04,
-          (("ResourceNotFoundException", "@nofunction"),)),
-        A(iam, "ListUsers", True, {_A: 1, _H: 2}, _b_iam_list, 0.01, denied),
-        A(ec2, "RunInstances", False, {_A: 3, _H: 1, _S: 1}, _b_run_instances, 0.04,
-          (_EC2_UNAUTH, _E_CAPACITY), svc_hosts=asg),
-        A(ec2, "TerminateInstances", False, {_A: 3, _H: 1, _S: 1}, _b_instances_state("TerminateInstances"),
-          0.02, unauth, svc_hosts=asg),
-        A(sm, "DescribeSecret", True, {_A: 2, _H: 1}, _b_secret, 0.01, (_E_NO_SECRET,)),
-        A(ssm, "GetParameters", True, {_A: 3, _H: 1}, _b_ssm_params, 0.01, throttle),
-        A(lam, "UpdateFunctionCode20150331v2", False, {_A: 3, _H: 1}, _b_lambda_update, 0.02,
-          (_E_LAMBDA_CONFLICT,)),
-        A(ec2, "AuthorizeSecurityGroupIngress", False, {_A: 2, _H: 1}, _b_sg_ingress, 0.03,
-          (("Client.InvalidPermission.Duplicate", "the specified rule already exists"),)),
-        A(iam, "CreateUser", False, {_A: 1, _H: 1}, _b_create_user, 0.02,
-          (("EntityAlreadyExistsException", "User already exists."),)),
-        A(s3, "PutBucketPolicy", False, {_A: 2, _H: 1}, _b_put_bucket_policy, 0.02,
-          (("MalformedPolicy", "Policy has invalid resource"),), **s3v),
-        A(ec2, "CreateSecurityGroup", False, {_A: 2, _H: 1}, _b_create_sg, 0.02,
-          (("Client.InvalidGroup.Duplicate", "The security group already exists for VPC"),)),
-        A(iam, "PutRolePolicy", False, {_A: 2, _H: 1}, _b_put_role_policy, 0.02,
-          (("MalformedPolicyDocument", "Syntax errors in policy."),)),
-        A(iam, "CreateAccessKey", False, {_A: 1, _H: 1}, _b_create_access_key, 0.03,
-          (("LimitExceededException", "Cannot exceed quota for AccessKeysPerUser: 2"),)),
-        A(kms, "RotateKey", False, {_S: 1}, _b_kms_rotate, 0.0, event_type="AwsServiceEvent",
-          svc_hosts=("AWS Internal",), request_id="none", tls=False),
-        A(ec2, "StopInstances", False, {_A: 2, _H: 1}, _b_instances_state("StopInstances"), 0.02, unauth),
-        A(ec2, "StartInstances", False, {_A: 2, _H: 1}, _b_instances_state("StartInstances"), 0.02, unauth),
-        A(iam, "AttachRolePolicy", False, {_A: 2, _H: 1}, _b_attach_role_policy, 0.02, denied),
-        A(sts, "GetFederationToken", True, {_A: 1}, _b_federation_token, 0.0),
-        A(iam, "CreatePolicy", False, {_A: 2, _H: 1}, _b_create_policy, 0.02,
-          (("EntityAlreadyExistsException", "A policy with this name already exists."),)),
-        A(s3, "CreateBucket", False, {_A: 2, _H: 1}, _b_create_bucket, 0.03, (_E_BUCKET_OWNED,), **s3v),
-        A(ec2, "RevokeSecurityGroupIngress", False, {_A: 2, _H: 1}, _b_sg_revoke, 0.03,
-          (("Client.InvalidPermission.NotFound",
-            "The specified rule does not exist in this security group."),)),
-        A(logs, "PutRetentionPolicy", False, {_A: 2, _H: 1}, _b_logs_retention, 0.0),
-        A(sso, "GetRoleCredentials", True, {"idc": 1}, _b_sso_role, 0.0, version="1.10", tls=False),
-        A(sso, "ListAccountRoles", True, {"idc": 1}, _b_sso_role, 0.0, version="1.10", tls=False),
-        A(sm, "RotationSucceeded", False, {_S: 1}, _b_rotation, 0.0, event_type="AwsServiceEvent",
-          svc_hosts=("secretsmanager.amazonaws.com",), request_id="none", tls=False, version="1.11"),
-        A(ec2, "DescribeRegions", True, {_A: 2, _H: 1}, _b_regions, 0.0),
-        A(cfg, "DescribeConfigurationRecorderStatus", True, {_A: 1, _H: 1}, _b_none, 0.0),
-        A(gd, "GetDetector", True, {_A: 1, _H: 1}, _b_gd, 0.0),
-        A(iam, "GenerateCredentialReport", False, {_A: 1, _H: 1}, _b_none, 0.0, version="1.10"),
-        A(ct, "GetEventSelectors", True, {_A: 1, _H: 1}, _b_trail, 0.0, version="1.11"),
-        A(kms, "ListAliases", True, {_A: 1, _H: 1}, _b_none, 0.0, version="1.11"),
-    ]
-    # fmt: on
+def _api_rows(catalogue: dict[str, Any], section: str) -> list[_Api]:
+    """The APIs of one section of the catalogue, checked: a malformed row names itself in the error."""
+    errors = {name: (e["code"], e["message"]) for name, e in catalogue["errors"].items()}
+    host_groups = catalogue["service_hosts"]
+    apis = []
+    for n, row in enumerate(catalogue[section], start=1):
+        where = f"apis.yaml {section} #{n} ({row.get('source')}:{row.get('name')})"
+        unknown = sorted(set(row) - set(_API_FIELDS))
+        missing = [f for f in _REQUIRED_API_FIELDS if f not in row]
+        if unknown or missing:
+            raise ValueError(f"{where}: unknown fields {unknown}, missing fields {missing}")
+        bad_groups = sorted(set(row["callers"]) - CALLER_GROUPS)
+        if bad_groups:
+            raise ValueError(f"{where}: unknown caller groups {bad_groups}; use {sorted(CALLER_GROUPS)}")
+        fields = {_API_FIELDS[k]: v for k, v in row.items()}
+        fields["groups"] = dict(row["callers"])
+        fields["build"] = _builder(row["builder"], where)
+        unknown_errors = [e for e in row.get("errors", ()) if e not in errors]
+        if unknown_errors:
+            raise ValueError(f"{where}: errors {unknown_errors} are not in the errors table")
+        fields["errors"] = tuple(errors[e] for e in row.get("errors", ()))
+        hosts = row.get("svc_hosts", ())
+        if isinstance(hosts, str):
+            if hosts not in host_groups:
+                raise ValueError(f"{where}: svc_hosts {hosts!r} is not in the service_hosts table")
+            hosts = host_groups[hosts]
+        fields["svc_hosts"] = tuple(hosts)
+        if row["callers"].get(_S) and not hosts:
+            raise ValueError(f"{where}: AWS services call it (callers: svc) but it names no svc_hosts")
+        apis.append(_Api(**fields))
+    return apis
+
+
+def api_catalogue(catalogue: dict[str, Any]) -> list[_Api]:
+    """The APIs of normal traffic in popularity order, weighted by rank (Zipf, s=1), error rates scaled."""
+    apis = _api_rows(catalogue, "apis")
+    seen: set[str] = set()
     for rank, api in enumerate(apis, start=1):
+        if api.key in seen:
+            raise ValueError(f"apis.yaml: {api.key} is listed twice")
+        seen.add(api.key)
         api.weight = 1.0 / rank
         api.err_rate = min(0.5, api.err_rate * ERROR_SCALE)
         if api.err_rate and not api.errors:
@@ -2201,9 +2057,14 @@ def _api_catalogue() -> list[_Api]:
     return apis
 
 
-APIS = _api_catalogue()
+_CATALOGUE = _read_data("apis.yaml")
+APIS = api_catalogue(_CATALOGUE)
 _API_BY_KEY = {a.key: a for a in APIS}
-
+# APIs only incidents call (StopLogging): never drawn for normal traffic.
+_INCIDENT_APIS = {a.key: a for a in _api_rows(_CATALOGUE, "incident_apis")}
+_GLOBAL_SERVICES = frozenset(_CATALOGUE["global_services"])
+_VPCE_SOURCES = frozenset(_CATALOGUE["vpc_endpoint_services"])
+_BIG_SHARE: dict[str, float] = dict(_CATALOGUE["big_request_share"])
 
 
 def _index_world(world: _World) -> None:
@@ -2390,14 +2251,6 @@ def _event(
     return rec
 
 
-_VPCE_SOURCES = {
-    "s3.amazonaws.com",
-    "kms.amazonaws.com",
-    "dynamodb.amazonaws.com",
-    "secretsmanager.amazonaws.com",
-}
-
-
 def _signin_identity(ctx: _Ctx, actor: _Actor, arn: str) -> dict[str, Any]:
     """Sign-in events carry a bare identity: no session context, and an empty key for the root user."""
     if actor.kind == "Root":
@@ -2448,24 +2301,11 @@ class _Incident:
     description: str
 
 
-_SPIKE_APIS = (
-    "ec2.amazonaws.com:RunInstances",
-    "iam.amazonaws.com:CreateUser",
-    "s3.amazonaws.com:PutBucketPolicy",
-    "ec2.amazonaws.com:TerminateInstances",
-    "ec2.amazonaws.com:CreateSecurityGroup",
-    "lambda.amazonaws.com:UpdateFunctionCode20150331v2",
-)
-_ERROR_BURSTS = (
-    (
-        "kms.amazonaws.com:Decrypt",
-        "ThrottlingException",
-        "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls.",
-    ),
-    ("sts.amazonaws.com:AssumeRole", "AccessDenied", "@denied"),
-    ("s3.amazonaws.com:ListBuckets", "AccessDenied", "Access Denied"),
-    ("ssm.amazonaws.com:GetParameters", "ThrottlingException", "Rate exceeded"),
-    ("dynamodb.amazonaws.com:DescribeTable", "ThrottlingException", "Rate exceeded"),
+_INCIDENT_DATA = _read_data("incidents.yaml")
+_SPIKE_APIS: tuple[str, ...] = tuple(_INCIDENT_DATA["rate_spike_apis"])
+_ERROR_BURSTS: tuple[tuple[str, str, str], ...] = tuple(  # (api key, errorCode, errorMessage)
+    (b["api"], _CATALOGUE["errors"][b["error"]]["code"], _CATALOGUE["errors"][b["error"]]["message"])
+    for b in _INCIDENT_DATA["error_bursts"]
 )
 
 
@@ -2553,9 +2393,6 @@ def _plan_incidents(world: _World, seed: int, day_list: list[date], events_per_d
     return plan
 
 
-_API_STOP_LOGGING = _Api("cloudtrail.amazonaws.com", "StopLogging", False, {_H: 1}, _b_trail, 0.0)
-
-
 def _incident_events(ctx: _Ctx, inc: _Incident) -> tuple[list[dict[str, Any]], str, str]:
     """Build an incident's records; returns them with the principal ARN and user agent used."""
     rng = ctx.rng
@@ -2614,8 +2451,9 @@ def _incident_events(ctx: _Ctx, inc: _Incident) -> tuple[list[dict[str, Any]], s
         )
         return [rec], rec["userIdentity"].get("arn", ""), rec["userAgent"]
     if inc.kind == "cloudtrail_stop_logging":
-        actor = _pin(rng.choice(_people_who_may_call(acct, _API_STOP_LOGGING)), rng)
-        rec = _event_ok(ctx, _API_STOP_LOGGING, actor, inc.start_s)
+        stop_logging = _INCIDENT_APIS["cloudtrail.amazonaws.com:StopLogging"]
+        actor = _pin(rng.choice(_people_who_may_call(acct, stop_logging)), rng)
+        rec = _event_ok(ctx, stop_logging, actor, inc.start_s)
         return [rec], rec["userIdentity"].get("arn", ""), rec["userAgent"]
     raise ValueError(inc.kind)
 
