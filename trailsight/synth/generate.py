@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 from multiprocessing import get_all_start_methods, get_context
 from multiprocessing.context import BaseContext
 from pathlib import Path
@@ -79,8 +79,12 @@ _HMS = tuple(f"T{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}Z" for s in range
 _MINUTES = tuple(range(_MINUTES_PER_DAY))
 
 
+@cache
 def _read_data(name: str) -> Any:
-    """One of the generator's tables (world.yaml, apis.yaml, incidents.yaml), shipped in this package."""
+    """One of the generator's tables (world.yaml, apis.yaml, incidents.yaml), shipped in this package.
+
+    Parsed once per process and shared: callers copy what they keep and never change it.
+    """
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: several times faster
     return yaml.load((package_folder("trailsight.synth") / name).read_text(), Loader=loader)
 
@@ -1323,6 +1327,10 @@ def _ec2_filter(ctx: _Ctx) -> dict[str, Any]:
     return {"items": [{"name": "tag:app", "valueSet": {"items": [{"value": ctx.pick(_APPS)}]}}]}
 
 
+# Chance that a call of the API carries a huge request, by kind (apis.yaml, big_request_share).
+_BIG_SHARE: dict[str, float] = dict(_read_data("apis.yaml")["big_request_share"])
+
+
 def _b_describe(set_name: str, pool: str | None = None, big: bool = False) -> Builder:
     """ec2 Describe*: mostly filters, sometimes one id, rarely (``big``) a list of thousands of ids."""
     id_key, id_prefix = ("instanceId", "i") if pool == "instances" else ("volumeId", "vol")
@@ -2064,7 +2072,6 @@ _API_BY_KEY = {a.key: a for a in APIS}
 _INCIDENT_APIS = {a.key: a for a in _api_rows(_CATALOGUE, "incident_apis")}
 _GLOBAL_SERVICES = frozenset(_CATALOGUE["global_services"])
 _VPCE_SOURCES = frozenset(_CATALOGUE["vpc_endpoint_services"])
-_BIG_SHARE: dict[str, float] = dict(_CATALOGUE["big_request_share"])
 
 
 def _index_world(world: _World) -> None:
