@@ -17,16 +17,9 @@ import pytest
 import yaml
 
 from trailsight.resources import package_folder
-from trailsight.synth.generate import (
-    APIS,
-    BUILDER_FACTORIES,
-    BUILDERS,
-    CALLER_GROUPS,
-    _Ctx,
-    _event,
-    _world,
-    api_catalogue,
-)
+from trailsight.synth.catalogue import APIS, BUILDER_FACTORIES, BUILDERS, CALLER_GROUPS, api_catalogue
+from trailsight.synth.events import _event, _world
+from trailsight.synth.world import _Ctx
 
 SECTIONS = ("apis", "incident_apis")
 
@@ -96,9 +89,7 @@ def test_loader_keeps_the_files_order_as_popularity_rank(catalogue: dict[str, An
         (lambda row, cat: cat["apis"].append(copy.deepcopy(row)), "listed twice"),
     ],
 )
-def test_malformed_catalogue_row_is_refused_with_its_name(
-    catalogue: dict[str, Any], change: Any, message: str
-) -> None:
+def test_malformed_catalogue_row_is_refused_with_its_name(catalogue: dict[str, Any], change: Any, message: str) -> None:
     bad = copy.deepcopy(catalogue)
     row = bad["apis"][0]  # AssumeRole: has an error rate, errors and AWS-service callers
     change(row, bad)
