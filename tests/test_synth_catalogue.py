@@ -119,3 +119,13 @@ def test_every_api_builds_records_that_depend_on_the_seed_alone() -> None:
     assert built == {(a.source, a.name) for a in APIS}  # every builder ran, none raised
     assert records_for_every_api(5) == first
     assert records_for_every_api(6) != first
+
+
+def test_other_accounts_principals_call_only_apis_marked_cross_account() -> None:
+    by_key = {a.key: a for a in APIS}
+    called = set()
+    for (_, key), (actors, _) in _world(5).actor_table.items():
+        if any(a.kind == "AWSAccount" for a in actors):
+            assert by_key[key].cross_account, key
+            called.add(key)
+    assert called == {a.key for a in APIS if a.cross_account}

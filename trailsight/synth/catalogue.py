@@ -125,22 +125,18 @@ BUILDERS: dict[str, Builder] = {
     "trail": _b_trail,
 }
 
-
 # Parametric builders: the file writes {factory: [arguments]}.
 BUILDER_FACTORIES: dict[str, Callable[..., Builder]] = {
     "bucket_subresource": _bucket_builder,
     "describe": _b_describe,
     "instances_state": _b_instances_state,
 }
-
-
 CALLER_GROUPS = frozenset((_H, _A, _S, "saml", "webid", "idc", "root"))
-
-
 _API_FIELDS = {  # apis.yaml field -> _Api field
     "source": "source",
     "name": "name",
     "read_only": "read_only",
+    "cross_account": "cross_account",
     "callers": "groups",
     "builder": "build",
     "error_rate": "err_rate",
@@ -152,8 +148,6 @@ _API_FIELDS = {  # apis.yaml field -> _Api field
     "request_id": "request_id",
     "tls": "tls",
 }
-
-
 _REQUIRED_API_FIELDS = ("source", "name", "read_only", "callers", "builder")
 
 
@@ -220,19 +214,10 @@ def api_catalogue(catalogue: dict[str, Any]) -> list[_Api]:
 
 
 _CATALOGUE = _read_data("apis.yaml")
-
-
 APIS = api_catalogue(_CATALOGUE)
-
-
 _API_BY_KEY = {a.key: a for a in APIS}
-
 
 # APIs only incidents call (StopLogging): never drawn for normal traffic.
 _INCIDENT_APIS = {a.key: a for a in _api_rows(_CATALOGUE, "incident_apis")}
-
-
 _GLOBAL_SERVICES = frozenset(_CATALOGUE["global_services"])
-
-
 _VPCE_SOURCES = frozenset(_CATALOGUE["vpc_endpoint_services"])

@@ -156,17 +156,7 @@ def _allowed(api: _Api, actor: _Actor) -> bool:
     if "readonly" in actor.name.lower():
         return api.read_only
     if actor.kind == "AWSAccount":
-        return api.name in (
-            "AssumeRole",
-            "GetObject",
-            "PutObject",
-            "Decrypt",
-            "GenerateDataKey",
-            "GetBucketLocation",
-            "DescribeInstances",
-            "DescribeVolumes",
-            "GetBucketPolicy",
-        )
+        return api.cross_account
     if actor.kind == "FederatedUser":
         return api.read_only and api.source in ("s3.amazonaws.com", "ec2.amazonaws.com")
     if actor.kind == "Root":

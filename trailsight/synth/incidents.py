@@ -36,11 +36,7 @@ class _Incident:
 
 
 _INCIDENT_DATA = _read_data("incidents.yaml")
-
-
 _SPIKE_APIS: tuple[str, ...] = tuple(_INCIDENT_DATA["rate_spike_apis"])
-
-
 _ERROR_BURSTS: tuple[tuple[str, str, str], ...] = tuple(  # (api key, errorCode, errorMessage)
     (b["api"], _CATALOGUE["errors"][b["error"]]["code"], _CATALOGUE["errors"][b["error"]]["message"])
     for b in _INCIDENT_DATA["error_bursts"]

@@ -16,29 +16,13 @@ import yaml
 from trailsight.resources import package_folder
 
 _MINUTES_PER_DAY = 1440
-
-
 _SECONDS_PER_DAY = 86400
-
-
 _ALNUM = string.ascii_letters + string.digits
-
-
 _LOWER_ALNUM = string.ascii_lowercase + string.digits
-
-
 _HEX = "0123456789abcdef"
-
-
 _B32_TABLE = bytes((string.ascii_uppercase + "234567").encode()[i % 32] for i in range(256))  # byte -> A-Z2-7
-
-
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in _HEX}
-
-
 _HMS = tuple(f"T{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}Z" for s in range(_SECONDS_PER_DAY))
-
-
 _MINUTES = tuple(range(_MINUTES_PER_DAY))
 
 

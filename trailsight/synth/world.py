@@ -28,56 +28,22 @@ from trailsight.synth.primitives import (
 _H, _A, _S = "human", "auto", "svc"  # caller groups: people, workloads, AWS services themselves
 
 _WORLD_DATA = _read_data("world.yaml")
-
-
 REGIONS: tuple[str, ...] = tuple(_WORLD_DATA["regions"])
-
-
 HOME_REGION = REGIONS[0]
-
-
 _REGION_PEAK_HOUR: dict[str, float] = {r: v["peak_hour"] for r, v in _WORLD_DATA["regions"].items()}
-
-
 _GIVEN: tuple[str, ...] = tuple(_WORLD_DATA["names"]["given"])
-
-
 _FAMILY: tuple[str, ...] = tuple(_WORLD_DATA["names"]["family"])
-
-
 _APPS: tuple[str, ...] = tuple(_WORLD_DATA["names"]["apps"])
-
-
 _CONFIG_RULES: tuple[str, ...] = tuple(_WORLD_DATA["config_rules"])
-
-
 _READ_POLICIES: tuple[str, ...] = tuple(_WORLD_DATA["read_policies"])
-
-
 _ATTACHED_POLICIES: tuple[str, ...] = tuple(_WORLD_DATA["attached_policies"])
-
-
 _UA: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in _WORLD_DATA["user_agents"].items()}
-
-
 _UA_CLI = _UA["cli"]
-
-
 _UA_BROWSER = _UA["browser"]
-
-
 _UA_CONSOLE = _UA["console_hosts"] + _UA_BROWSER
-
-
 _UA_BOTO = _UA["boto"]
-
-
 _UA_SDK = _UA["sdk"]
-
-
 _UA_TERRAFORM = _UA["terraform"]
-
-
 _UA_SSM_AGENT = _UA["ssm_agent"]
 
 
@@ -507,6 +473,7 @@ class _Api:
     svc_hosts: tuple[str, ...] = ()
     request_id: str = "uuid"  # uuid, s3, none
     tls: bool = True
+    cross_account: bool = False  # other accounts' principals may call it
     weight: float = 0.0
     key: str = field(init=False)  # "eventSource:eventName", computed once: it is read for every event
     management: bool = field(init=False)
