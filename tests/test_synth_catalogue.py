@@ -129,3 +129,12 @@ def test_other_accounts_principals_call_only_apis_marked_cross_account() -> None
             assert by_key[key].cross_account, key
             called.add(key)
     assert called == {a.key for a in APIS if a.cross_account}
+
+
+def test_incident_table_names_catalogue_apis_and_errors_they_can_fail_with(catalogue: dict[str, Any]) -> None:
+    incidents = yaml.safe_load((package_folder("trailsight.synth") / "incidents.yaml").read_text())
+    rows_by_key = {f"{r['source']}:{r['name']}": r for r in catalogue["apis"]}
+    for key in incidents["rate_spike_apis"]:
+        assert not rows_by_key[key]["read_only"], key  # a spike of changes, the kind worth an alert
+    for burst in incidents["error_bursts"]:
+        assert burst["error"] in rows_by_key[burst["api"]]["errors"], burst
