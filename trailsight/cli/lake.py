@@ -25,15 +25,17 @@ from trailsight.cli.common import (
     _summary_table,
     app,
     date_range,
+    engine_settings,
     err,
     out,
     print_result,
 )
 from trailsight.lake import export as export_module
 from trailsight.lake import ingest as lake_module
-from trailsight.query import athena
-from trailsight.query.duckdb_engine import QueryResult, run_sql
+from trailsight.query.duckdb_engine import QueryResult
+from trailsight.query.engine import open_engine
 from trailsight.schema import load_schema, markdown
+from trailsight.storage.store import as_storage
 
 
 @app.command()
@@ -104,13 +106,16 @@ def sql(
 
     Example: trailsight sql --lake ./lake "SELECT eventname, count(*) FROM cloudtrail GROUP BY 1 ORDER BY 2 DESC"
     """
-    if engine is Engine.athena:
-        run = athena.run_query(query, {}, athena.AthenaSettings(database, workgroup, output_location))
-        print_result(QueryResult(run.columns, run.rows), output_format)
-        err.print(f"Athena query {run.query_id}: {run.bytes_scanned:,} bytes scanned, "
-                  f"about ${run.cost_usd:.6f}")
-        return
-    print_result(run_sql(lake, query), output_format)
+    running = open_engine(as_storage(lake), engine_settings(engine, database, workgroup, output_location))
+    try:
+        columns, rows = running.query(query)
+        stats = running.stats()
+    finally:
+        running.close()
+    print_result(QueryResult(columns, rows), output_format)
+    if stats["engine"] == "athena":
+        err.print(f"Athena query {stats['query_ids'][0]}: {stats['bytes_scanned']:,} bytes scanned, "
+                  f"about ${stats['cost_usd']:.6f}")
 
 
 @app.command()
