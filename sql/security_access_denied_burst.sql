@@ -41,6 +41,6 @@ SELECT
     b.last_seen
 FROM bursts AS b
 JOIN calls AS c ON c.principal = b.principal
--- the thresholds are WHEREs, not a HAVING: Athena takes `?` parameters in WHERE clauses only
+-- the thresholds are in WHERE, not HAVING: Athena binds execution parameters in WHERE clauses only
 WHERE b.apis >= $min_apis AND b.denials >= $min_share * c.calls
 ORDER BY b.apis DESC, b.principal

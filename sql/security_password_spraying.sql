@@ -21,7 +21,7 @@ sources AS (
     FROM failed
     GROUP BY account, source_ip
 )
--- the threshold is a WHERE, not a HAVING: Athena takes `?` parameters in WHERE clauses only
+-- the threshold is in WHERE, not HAVING: Athena binds execution parameters in WHERE clauses only
 SELECT account, source_ip, user_names, failures, user_list, first_seen, last_seen
 FROM sources
 WHERE user_names >= $min_users

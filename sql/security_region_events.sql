@@ -1,7 +1,7 @@
 -- title: First calls in a region
 -- description: The first $limit calls of one UTC day by principals other than AWS services in one account and region, for a region the account had not used before.
 -- parameters: day, account, region, limit
--- `position <= $limit`, not `LIMIT $limit`: Athena takes `?` parameters in WHERE clauses only
+-- a row number compared in WHERE, not a LIMIT: Athena binds execution parameters in WHERE clauses only
 WITH calls AS (
     SELECT
         eventid, eventtime, eventsource, eventname, sourceipaddress, useragent, nullif(errorcode, '') AS errorcode,
