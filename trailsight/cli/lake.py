@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -50,6 +50,8 @@ def ingest(
     late_hours: Annotated[int, typer.Option(help="Hours of the next day's deliveries read for late events.")] = (
         lake_module.LATE_HOURS),
     workers: Annotated[int | None, typer.Option(help="Conversion processes (default: one per core).")] = None,
+    dask: Annotated[str | None, typer.Option("--dask", help="Run on the existing Dask cluster whose scheduler is "
+                                             "at this address (tcp://host:8786); needs trailsight[dask].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
     """Convert CloudTrail log files into the Parquet lake (no date: everything found).
@@ -57,13 +59,14 @@ def ingest(
     Example: trailsight ingest --source ./archive --lake ./lake --date 2024-05-01
     """
     first, last = date_range(day, start, end)
-    with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=as_json or not err.is_terminal) as progress:
-        task = progress.add_task("files", total=None)
-        summary = lake_module.ingest(
-            source, lake, first, last, tuple(account or ()), tuple(region or ()), late_hours, workers,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    if dask:
+        from trailsight.lake.distributed import ingest_on_cluster
+
+        summary = ingest_on_cluster(source, lake, dask, first, last, tuple(account or ()), tuple(region or ()),
+                                    late_hours)
+    else:
+        summary = _ingest_here(source, lake, first, last, tuple(account or ()), tuple(region or ()), late_hours,
+                               workers, as_json)
     if as_json:
         out.print_json(json.dumps(summary.as_dict()))
         return
@@ -73,6 +76,18 @@ def ingest(
     out.print(_summary_table("ingest", values))
     if quarantine:
         err.print(f"{len(quarantine)} object(s) with quarantined content; see {lake}/_quarantine/")
+
+
+def _ingest_here(source: str, lake: str, first: Any, last: Any, accounts: tuple[str, ...], regions: tuple[str, ...],
+                 late_hours: int, workers: int | None, as_json: bool) -> lake_module.IngestSummary:
+    """The ingest on this machine, with a progress bar on a terminal."""
+    with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=as_json or not err.is_terminal) as progress:
+        task = progress.add_task("files", total=None)
+        return lake_module.ingest(
+            source, lake, first, last, accounts, regions, late_hours, workers,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
 
 
 @app.command()
