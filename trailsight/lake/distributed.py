@@ -44,6 +44,7 @@ from trailsight.source.discovery import LogObject, discover
 from trailsight.storage.store import Storage, as_storage
 
 STAGING_PREFIX = "_trailsight/staging"
+CONNECT_TIMEOUT = "20s"
 
 
 @dataclass
@@ -129,7 +130,7 @@ def connect_cluster(address: str) -> Any:
     except ImportError:
         raise UsageError("--dask needs dask's distributed package: pip install 'trailsight[dask]'") from None
     try:
-        return Client(address, timeout="20s", set_as_default=False)
+        return Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise UsageError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 
