@@ -149,3 +149,25 @@ def test_an_unreachable_scheduler_is_a_clear_error(archive: Path, tmp_path: Path
     monkeypatch.setattr(distributed_ingest, "CONNECT_TIMEOUT", "1s")
     with pytest.raises(UsageError, match="cannot reach the Dask scheduler at tcp://127\\.0\\.0\\.1:9"):
         ingest_on_cluster(archive, tmp_path / "lake", "tcp://127.0.0.1:9", DAY, DAY)
+
+
+def test_cli_ingest_with_dask_runs_on_the_cluster(archive: Path, reference: Any, cluster: Any, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from trailsight.cli.main import run
+
+    expected, counts = reference
+    assert run(["ingest", "--source", str(archive), "--lake", str(tmp_path / "lake"), "--date", DAY.isoformat(),
+                "--dask", cluster.scheduler_address, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["events_written"] == counts["events_written"] and printed["balanced"]
+    assert lake_state(Storage(tmp_path / "lake")) == expected
+    assert len(list(Storage(tmp_path / "lake").list_files("_trailsight/runs"))) == 1
+
+
+def test_the_daily_and_backfill_flows_take_a_dask_address() -> None:
+    from trailsight.flows.daily import backfill, daily
+
+    assert daily.validate_parameters({"dask_address": "tcp://scheduler:8786"})["dask_address"] == (
+        "tcp://scheduler:8786")
+    assert backfill.validate_parameters({"start": DAY, "end": DAY, "dask_address": "tcp://scheduler:8786"})[
+        "dask_address"] == "tcp://scheduler:8786"
