@@ -190,3 +190,14 @@ def inject_typed_results(endpoint: str, columns: list[tuple[str, str]], rows: li
     response = requests.post(f"{endpoint}/moto-api/static/athena/query-results",
                              json={"results": [{"rows": data, "column_info": column_info}], "region": "us-east-1"})
     response.raise_for_status()
+
+
+def test_cli_athena_ddl_prints_offline_from_the_schema(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from trailsight.cli.main import run
+
+    monkeypatch.setenv("TRAILSIGHT_S3_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    assert run(["athena", "ddl", "--lake", "s3://no-such-bucket/lake", "--account", "111122223333"]) == 0
+    assert capsys.readouterr().out.count("CREATE EXTERNAL TABLE") == 2
+    assert run(["athena", "ddl", "--lake", "s3://no-such-bucket/lake"]) != 0
