@@ -105,6 +105,9 @@ class AthenaTextOnDuckDB(DuckDBEngine):
         positions = [columns.index(name) for name in arrays]
         decoded = []
         for row in rows:
+            undeclared = [c for i, (c, v) in enumerate(zip(columns, row, strict=True))
+                          if isinstance(v, list) and i not in positions]
+            assert not undeclared, f"list columns missing from the SQL file's `-- arrays:` header: {undeclared}"
             cells = list(row)
             for index in positions:
                 cells[index] = None if cells[index] is None else json.loads(cells[index])
