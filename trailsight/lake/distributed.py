@@ -39,7 +39,7 @@ from trailsight.lake.ingest import (
 )
 from trailsight.lake.layout import check_lake_format, partition_key
 from trailsight.lake.lock import lake_lock
-from trailsight.lake.writer import MAX_BUFFERED_ROWS, PartitionWriter, RowPiece, write_quarantine
+from trailsight.lake.writer import MAX_BUFFERED_ROWS, PartitionWriter, RowPiece, load, write_quarantine
 from trailsight.source.discovery import LogObject, discover
 from trailsight.storage.store import Storage, as_storage
 
@@ -49,7 +49,7 @@ CONNECT_TIMEOUT = "20s"
 
 @dataclass
 class StagedBatch:
-    """What one convert task did: its files' fate (rows left out) and where each partition's rows wait."""
+    """What one convert task did: its files' fate and where each partition's rows wait."""
 
     files: list[ConvertedFile]
     staged: dict[Partition, tuple[str, int]]
@@ -78,14 +78,12 @@ def convert_and_stage(source_url: str, lake_url: str, run: str, index: int, objs
     staged = {}
     for partition, piece in batch.pieces.items():
         key = f"{STAGING_PREFIX}/{run}/{index:06d}/{partition_key(partition)}.arrow"
-        rows = piece.rows if isinstance(piece.rows, pa.Table) else pa.ipc.open_file(piece.rows).read_all()
+        rows = load(piece.rows)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, rows.schema) as writer:
             writer.write_table(rows)
         lake.write_bytes(key, sink.getvalue())
         staged[partition] = (key, rows.num_rows)
-    for converted in batch.files:
-        converted.tables = {}
     return StagedBatch(batch.files, staged)
 
 
