@@ -171,3 +171,21 @@ def test_the_daily_and_backfill_flows_take_a_dask_address() -> None:
         "tcp://scheduler:8786")
     assert backfill.validate_parameters({"start": DAY, "end": DAY, "dask_address": "tcp://scheduler:8786"})[
         "dask_address"] == "tcp://scheduler:8786"
+
+
+def _fail_now() -> None:
+    raise RuntimeError("this task fails")
+
+
+def _finish_later(marker: str) -> None:
+    time.sleep(1)
+    Path(marker).write_text("done")
+
+
+def test_a_failed_task_waits_for_the_rest_of_its_wave_before_the_error_goes_up(cluster: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "finished"
+    with distributed.Client(cluster.scheduler_address) as client:
+        futures = [client.submit(_finish_later, str(marker), pure=False), client.submit(_fail_now, pure=False)]
+        with pytest.raises(RuntimeError, match="this task fails"):
+            distributed_ingest._wave(client, futures)
+    assert marker.read_text() == "done"  # the lock would only now be released

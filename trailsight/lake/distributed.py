@@ -166,7 +166,7 @@ def ingest_on_cluster(
                 staged = _convert(client, source, lake, run, shards(files), max_uncompressed, summary)
                 workers = max(1, len(client.scheduler_info().get("workers", {})))
                 tasks = _write_tasks(staged, 2 * workers)
-                written = client.gather(client.map(write_partitions, [lake.url] * len(tasks), tasks, pure=False))
+                written = _wave(client, client.map(write_partitions, [lake.url] * len(tasks), tasks, pure=False))
             finally:
                 remove_staging(lake)
             summary.events_written = sum(w.written for w in written)
@@ -181,6 +181,16 @@ def ingest_on_cluster(
     return summary
 
 
+def _wave(client: Any, futures: list[Any]) -> list[Any]:
+    """The results of one wave of tasks. When a task fails, every other task of the wave is waited for before the
+    error goes up: no task of this run may still be writing once the lake's lock is released."""
+    try:
+        return client.gather(futures)
+    except Exception:
+        client.gather(futures, errors="skip")
+        raise
+
+
 def _convert(client: Any, source: Storage, lake: Storage, run: str, groups: list[list[LogObject]],
              max_uncompressed: int, summary: IngestSummary) -> dict[Partition, list[tuple[str, int]]]:
     """Run the convert tasks, then count every file and quarantine what could not be converted, in input order
@@ -189,7 +199,7 @@ def _convert(client: Any, source: Storage, lake: Storage, run: str, groups: list
                          [run] * len(groups), range(len(groups)), groups, [max_uncompressed] * len(groups),
                          pure=False)
     staged: dict[Partition, list[tuple[str, int]]] = defaultdict(list)
-    for batch in client.gather(futures):
+    for batch in _wave(client, futures):
         for converted in batch.files:
             summary.count(converted)
             quarantine_key = write_quarantine(lake, converted)
