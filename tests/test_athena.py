@@ -201,3 +201,16 @@ def test_cli_athena_ddl_prints_offline_from_the_schema(monkeypatch: pytest.Monke
     assert run(["athena", "ddl", "--lake", "s3://no-such-bucket/lake", "--account", "111122223333"]) == 0
     assert capsys.readouterr().out.count("CREATE EXTERNAL TABLE") == 2
     assert run(["athena", "ddl", "--lake", "s3://no-such-bucket/lake"]) != 0
+
+
+def test_cli_sql_on_athena_prints_the_rows_and_the_cost(moto_endpoint: str, s3_bucket: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from trailsight.cli.main import run
+
+    inject_typed_results(moto_endpoint, [("eventname", "varchar"), ("calls", "bigint")], [["RunInstances", "42"]])
+    assert run(["sql", "--lake", f"{s3_bucket}/lake", "--engine", "athena", "--output-location",
+                f"{s3_bucket}/results/", "--format", "json",
+                "SELECT eventname, count(*) AS calls FROM cloudtrail GROUP BY eventname"]) == 0
+    captured = capsys.readouterr()
+    assert "RunInstances" in captured.out and "42" in captured.out
+    assert captured.err.startswith("Athena query ") and "bytes scanned" in captured.err
