@@ -33,8 +33,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 END = date(2024, 6, 30)
 SPIKE_KINDS = {"api_call_rate_spike": "ApiCallRateInsight", "api_error_rate_burst": "ApiErrorRateInsight"}
 SECURITY_KINDS = {"root_console_login_without_mfa": ("cis-4.3", "console-login-without-mfa"),
@@ -101,10 +99,10 @@ def measured(measure: Measure) -> Callable[..., Any]:
 
     original = reports.run_report_sql
 
-    def run(con: duckdb.DuckDBPyConnection, name: str, **parameters: Any) -> Any:
+    def run(engine: Any, name: str, **parameters: Any) -> Any:
         started = time.perf_counter()
-        rows = original(con, name, **parameters)
-        info = json.loads(con.get_profiling_information(format="json"))
+        rows = original(engine, name, **parameters)
+        info = json.loads(engine.con.get_profiling_information(format="json"))
         read = int(info.get("io", {}).get("total_bytes_read", 0))
         measure.bytes_read += read
         measure.queries.append((name, time.perf_counter() - started, read))
@@ -113,14 +111,14 @@ def measured(measure: Measure) -> Callable[..., Any]:
     return run
 
 
-def connection(lake: Path) -> duckdb.DuckDBPyConnection:
-    """The lake's connection, as the reports get it, with DuckDB's profiling on."""
-    from trailsight.query.duckdb_engine import connect
+def connection(lake: Path) -> Any:
+    """The lake's DuckDB engine, as the reports get it, with DuckDB's profiling on."""
+    from trailsight.query.duckdb_engine import DuckDBEngine
 
-    con = connect(lake)
-    con.execute("SET enable_profiling = 'no_output'")
-    con.execute("SET profiling_mode = 'detailed'")
-    return con
+    engine = DuckDBEngine(lake)
+    engine.con.execute("SET enable_profiling = 'no_output'")
+    engine.con.execute("SET profiling_mode = 'detailed'")
+    return engine
 
 
 def run_report(lake: Path, name: str, day: date) -> tuple[float, Measure]:
@@ -132,7 +130,7 @@ def run_report(lake: Path, name: str, day: date) -> tuple[float, Measure]:
     con = connection(lake)
     try:
         started = time.perf_counter()
-        reports.REPORTS[name](lake, day, con=con)
+        reports.REPORTS[name](lake, day, engine=con)
         return time.perf_counter() - started, measure
     finally:
         reports.run_report_sql = original
@@ -144,7 +142,7 @@ def overlaps(a_start: datetime, a_end: datetime, b_start: datetime, b_end: datet
 
 
 def score(lake: Path, archive: Path, days: list[date]) -> dict[str, Any]:
-    from trailsight.query.duckdb_engine import connect
+    from trailsight.query.duckdb_engine import DuckDBEngine
     from trailsight.report.insights import detect_spikes
 
     truth = [t for t in json.loads((archive / "ground_truth.json").read_text()) if t["kind"] in SPIKE_KINDS]
@@ -153,7 +151,7 @@ def score(lake: Path, archive: Path, days: list[date]) -> dict[str, Any]:
         t["end_at"] = datetime.fromisoformat(t["end"].replace("Z", "+00:00"))
     insights = []
     seconds = []
-    con = connect(lake)
+    con = DuckDBEngine(lake)
     try:
         for day in days:
             started = time.perf_counter()

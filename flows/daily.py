@@ -18,10 +18,12 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from trailsight.errors import ArchiveError, TransientError, UsageError  # noqa: E402
+from trailsight.errors import ArchiveError, TransientError  # noqa: E402
 from trailsight.lake import ingest as lake  # noqa: E402
 from trailsight.lake import layout  # noqa: E402
-from trailsight.query.athena import AthenaSettings  # noqa: E402
+from trailsight.lake.distributed import ingest_on_cluster  # noqa: E402
+from trailsight.query import athena  # noqa: E402
+from trailsight.query.engine import EngineSettings  # noqa: E402
 from trailsight.report import alerts  # noqa: E402
 from trailsight.report import daily as reports  # noqa: E402
 from trailsight.retention import archive  # noqa: E402
@@ -43,8 +45,13 @@ RETRY = {"retries": 3, "retry_delay_seconds": [10, 30, 90], "retry_condition_fn"
 
 
 @task(**RETRY)
-def ingest_days(source: str, lake_url: str, start: date, end: date, late_hours: int) -> dict[str, Any]:
-    summary = lake.ingest(source, lake_url, start, end, late_hours=late_hours)
+def ingest_days(source: str, lake_url: str, start: date, end: date, late_hours: int,
+                dask_address: str | None = None) -> dict[str, Any]:
+    """On this machine, or on the Dask cluster at `dask_address` (this task then only coordinates)."""
+    if dask_address:
+        summary = ingest_on_cluster(source, lake_url, dask_address, start, end, late_hours=late_hours)
+    else:
+        summary = lake.ingest(source, lake_url, start, end, late_hours=late_hours)
     get_run_logger().info(
         "ingested %s events from %s files: %s new, %s duplicates, %s quarantined",
         summary.events_read, summary.files_found, summary.events_written, summary.duplicates,
@@ -53,9 +60,9 @@ def ingest_days(source: str, lake_url: str, start: date, end: date, late_hours: 
 
 
 @task(**RETRY)
-def report_day(lake_url: str, day: date, report_dir: str, athena_settings: AthenaSettings | None = None,
+def report_day(lake_url: str, day: date, report_dir: str, engine: EngineSettings | None = None,
                source: str | None = None, public_keys: str | None = None) -> dict[str, Any]:
-    summary = reports.write_daily_report(lake_url, day, report_dir, athena=athena_settings, source=source,
+    summary = reports.write_daily_report(lake_url, day, report_dir, engine=engine, source=source,
                                          public_keys=public_keys)
     if summary.integrity_ok is False:
         get_run_logger().warning("digest verification found problems; see %s/integrity.json", report_dir)
@@ -117,10 +124,13 @@ def publish_artifacts(day: date, ingest: dict[str, Any] | None, report: dict[str
     create_link_artifact(html.as_uri(), link_text=f"HTML report for {day}", key="trailsight-daily-html")
 
 
-def _athena(engine: str, database: str, workgroup: str, output: str | None) -> AthenaSettings | None:
-    if engine not in ("duckdb", "athena"):
-        raise UsageError(f"engine must be duckdb or athena, not {engine!r}")
-    return AthenaSettings(database, workgroup, output) if engine == "athena" else None
+@task(**RETRY)
+def update_athena_projection(engine: EngineSettings, ingest: dict[str, Any]) -> list[str]:
+    """Accounts and regions first seen by this ingest become visible to Athena's partition projection."""
+    added = athena.update_projection(engine.athena, ingest["partitions"])
+    for line in added:
+        get_run_logger().info(line)
+    return added
 
 
 def yesterday() -> date:
@@ -144,14 +154,17 @@ def daily(
     athena_output: str | None = None,
     verify_digests: bool = True,
     public_keys: str | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Ingest `day` (default: yesterday, UTC) with its late events, write its reports, send its alerts; with a
     retention policy, then archive the raw files delivered `keep_as_delivered_days` before `day`."""
     day = day or yesterday()
     report_dir = str(Path(report_root) / day.isoformat())
-    ingest = ingest_days(source, lake_url, day, day, late_hours)
-    report = report_day(lake_url, day, report_dir, _athena(engine, athena_database, athena_workgroup, athena_output),
-                        source if verify_digests else None, public_keys)
+    engine_settings = EngineSettings(engine, athena.AthenaSettings(athena_database, athena_workgroup, athena_output))
+    ingest = ingest_days(source, lake_url, day, day, late_hours, dask_address)
+    if engine_settings.name == "athena":
+        update_athena_projection(engine_settings, ingest)
+    report = report_day(lake_url, day, report_dir, engine_settings, source if verify_digests else None, public_keys)
     sent = alert_day(lake_url, day, report_dir, alert_min_severity, sns_topic_arn, webhook_url)
     publish_artifacts(day, ingest, report, report_dir)
     summary = {"day": day.isoformat(), "ingest": ingest, "report": report, "alerts": sent}
@@ -171,6 +184,7 @@ def backfill(
     late_hours: int = lake.LATE_HOURS,
     force: bool = False,
     retention_policy: str | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Ingest a range in one pass, then report each day not done yet; safe to re-run after an interruption.
     With a retention policy, then archive the raw files of each day in the range that is due (one at a time:
@@ -180,7 +194,7 @@ def backfill(
     pending = [d for d in days if d not in done]
     summary: dict[str, Any] = {"days": len(pending), "skipped": len(days) - len(pending)}
     if pending:
-        summary["ingest"] = ingest_days(source, lake_url, pending[0], pending[-1], late_hours)
+        summary["ingest"] = ingest_days(source, lake_url, pending[0], pending[-1], late_hours, dask_address)
         futures = {d: report_day.submit(lake_url, d, str(Path(report_root) / d.isoformat())) for d in pending}
         results = {d: f.result() for d, f in futures.items()}
         for d, report in results.items():

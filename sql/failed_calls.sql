@@ -1,6 +1,7 @@
 -- title: Failed API calls
 -- description: For one UTC day, in one scan, failures told apart by the dimension column: 'error_code' (each error code, or the error message when a failure has none, as failed console sign-ins, with its family: access_denied, authentication, throttling, not_found, conflict, limits, invalid_request, service_error, dry_run, other), 'api' and 'principal' (both with all calls, so failure rates are true rates): failures, denied (access_denied and authentication families) with the distinct APIs denied, throttled, not found, principals and APIs involved, error codes, a sample message, first and last failure. The top $limit of each, by failures. Then every 'new_kind': a (eventSource, eventName, error code) failing today that did not fail from $since to the day before (from failure_kinds; with no history in that window every kind is new), new_error_code saying whether the code itself was not seen at all.
 -- parameters: day, limit, since
+-- arrays: error_codes
 WITH events AS (
     SELECT
         principal,
@@ -61,7 +62,9 @@ ranked AS (
                 AND e.error_code = grouped.error_code))
 )
 SELECT
-    *,
+    dimension, name, eventsource, eventname, error_code, family, principal_type, calls, failures, failure_rate,
+    denied, denied_apis, throttled, not_found, principals, apis, error_codes, sample_message, first_failure,
+    last_failure, position,
     dimension = 'new_kind' AND NOT EXISTS (
         SELECT 1 FROM earlier AS e WHERE e.error_code = ranked.error_code) AS new_error_code
 FROM ranked

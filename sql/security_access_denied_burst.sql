@@ -1,6 +1,7 @@
 -- title: Access-denied bursts
 -- description: Principals denied (the calls CIS 4.1 counts: *UnauthorizedOperation or AccessDenied*, not HeadBucket, not from delivery.logs.amazonaws.com) on at least $min_apis distinct APIs (eventSource:eventName) in one UTC day, with denials making up at least $min_share of their calls: stolen credentials tried against everything, apart from busy roles that collect a few denials on many APIs. The denied events are the day's cis_4_1 rows of security_flags; only the calls per principal are counted from the day's events.
 -- parameters: day, min_apis, min_share
+-- arrays: api_list, regions, source_ips
 WITH denied AS (
     SELECT principal, account, region, eventsource, eventname, eventtime, sourceipaddress
     FROM security_flags
@@ -19,12 +20,11 @@ bursts AS (
         max(eventtime) AS last_seen
     FROM denied
     GROUP BY principal
-    HAVING count(DISTINCT eventsource || ':' || eventname) >= $min_apis
 ),
 calls AS (
     SELECT principal, count(*) AS calls
     FROM cloudtrail_calls
-    WHERE event_date = $day AND principal IN (SELECT principal FROM bursts)
+    WHERE event_date = $day AND principal IN (SELECT principal FROM bursts WHERE apis >= $min_apis)
     GROUP BY principal
 )
 SELECT
@@ -41,5 +41,6 @@ SELECT
     b.last_seen
 FROM bursts AS b
 JOIN calls AS c ON c.principal = b.principal
-WHERE b.denials >= $min_share * c.calls
+-- the thresholds are in WHERE, not HAVING: Athena binds execution parameters in WHERE clauses only
+WHERE b.apis >= $min_apis AND b.denials >= $min_share * c.calls
 ORDER BY b.apis DESC, b.principal

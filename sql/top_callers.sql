@@ -1,6 +1,7 @@
 -- title: Top callers
 -- description: For one UTC day, in one scan, the top $limit of four rankings told apart by the dimension column: 'principal' (calls, distinct APIs, errors and error rate, reads and writes, accounts, regions, source IPs, session names, first and last seen), 'api' (eventsource:eventname), 'source_ip' (an AWS service name stands in for the address when a service called) and 'identity_type' (the read/write split per userIdentity type). A principal is the IAM user ARN; for assumed roles the role (session issuer ARN) with its session names listed; root; the AWS service (invokedBy); the Identity Center user id; the SAML or web identity user name; the calling account.
 -- parameters: day, limit
+-- arrays: region_list, source_ip_list, principal_list, session_names
 WITH events AS (
     SELECT
         principal,
@@ -48,7 +49,10 @@ ranked AS (
     SELECT *, row_number() OVER (PARTITION BY dimension ORDER BY calls DESC, name) AS position
     FROM grouped
 )
-SELECT *
+SELECT
+    dimension, name, principal_type, calls, apis, principals, errors, error_rate, reads, writes, unknown, accounts,
+    regions, region_list, source_ips, source_ip_list, principal_list, sessions, session_names, first_seen,
+    last_seen, position
 FROM ranked
 WHERE position <= $limit
 ORDER BY dimension, position

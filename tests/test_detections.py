@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from report_fixtures import ACCOUNT, assumed_role, build_lake, console_login, event, iam_user, root, service
 
-from trailsight.query.duckdb_engine import connect
+from trailsight.query.duckdb_engine import DuckDBEngine
 from trailsight.query.sqlfiles import load_derived
 from trailsight.report.daily import security_report
 from trailsight.report.detections import CONTROLS, CONTROLS_BY_ID, DetectionConfig, Finding, run_detections
@@ -155,7 +155,7 @@ def _events() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def findings(tmp_path_factory: pytest.TempPathFactory) -> list[Finding]:
     lake = build_lake(tmp_path_factory.mktemp("detections"), _events())
-    con = connect(lake)
+    con = DuckDBEngine(lake)
     try:
         return run_detections(Storage(lake), con, DAY).findings
     finally:
@@ -279,7 +279,7 @@ def test_findings_are_sorted_by_severity_and_carry_events_and_reasons(findings: 
 def test_pattern_thresholds_are_configurable(tmp_path: Path) -> None:
     lake = build_lake(tmp_path, [console_login(at(14, i), user(f"u{i}", ONE_USER), success=False, account=ONE_USER,
                                                sourceIPAddress="203.0.113.5") for i in range(3)])
-    con = connect(lake)
+    con = DuckDBEngine(lake)
     try:
         default = run_detections(Storage(lake), con, DAY).findings
         loose = run_detections(Storage(lake), con, DAY, DetectionConfig(spraying_min_users=3)).findings

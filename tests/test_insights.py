@@ -14,7 +14,7 @@ import pytest
 from report_fixtures import ACCOUNT, assumed_role, build_lake, event, iam_user
 
 from trailsight.lake.ingest import ingest
-from trailsight.query.duckdb_engine import connect, run_sql
+from trailsight.query.duckdb_engine import DuckDBEngine, run_sql
 from trailsight.report.daily import spikes_report
 from trailsight.report.insights import (
     CALL_RATE,
@@ -84,7 +84,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def result(lake: Path):  # type: ignore[no-untyped-def]
-    con = connect(lake)
+    con = DuckDBEngine(lake)
     try:
         return detect_spikes(str(lake), con, DAY)
     finally:
@@ -200,7 +200,7 @@ def test_short_history_gives_a_shorter_baseline_and_a_note(result) -> None:  # t
 
 
 def test_thresholds_are_configurable(lake: Path) -> None:
-    con = connect(lake)
+    con = DuckDBEngine(lake)
     try:
         strict = detect_spikes(str(lake), con, DAY, SpikeConfig(min_calls=40, min_errors=40))
         loose = detect_spikes(str(lake), con, DAY, SpikeConfig(min_errors=5))

@@ -17,7 +17,7 @@ from report_fixtures import (
     service,
 )
 
-from trailsight.query.duckdb_engine import connect
+from trailsight.query.duckdb_engine import DuckDBEngine
 from trailsight.report.daily import failed_calls_report, summary_report, top_callers_report
 
 DAY = date(2024, 3, 10)
@@ -162,10 +162,10 @@ def test_new_failure_kinds_are_those_not_seen_in_the_previous_week(lake: Path) -
 
 
 def test_reports_share_one_connection_when_given(lake: Path) -> None:
-    con = connect(lake)
+    con = DuckDBEngine(lake)
     try:
-        assert summary_report(lake, DAY, con=con)["headline"]["events"] == 15
-        assert top_callers_report(lake, "2024-03-10", con=con)["principals"]
+        assert summary_report(lake, DAY, engine=con)["headline"]["events"] == 15
+        assert top_callers_report(lake, "2024-03-10", engine=con)["principals"]
     finally:
         con.close()
 

@@ -17,7 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from trailsight.errors import UsageError
+from trailsight.query.athena import AthenaSettings
 from trailsight.query.duckdb_engine import QueryResult
+from trailsight.query.engine import EngineSettings
 
 app = typer.Typer(
     help="Turn a CloudTrail archive into a queryable Parquet lake.",
@@ -126,6 +128,11 @@ WorkgroupOption = Annotated[str, typer.Option("--workgroup", help="Athena workgr
 OutputLocationOption = Annotated[
     str | None, typer.Option("--output-location", help="s3:// folder for Athena results (default: the workgroup's).")
 ]
+
+
+def engine_settings(engine: Engine, database: str, workgroup: str, output_location: str | None) -> EngineSettings:
+    """The CLI's engine options as the library's one engine choice."""
+    return EngineSettings(engine.value, AthenaSettings(database, workgroup, output_location))
 
 
 PolicyOption = Annotated[

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -25,15 +25,17 @@ from trailsight.cli.common import (
     _summary_table,
     app,
     date_range,
+    engine_settings,
     err,
     out,
     print_result,
 )
 from trailsight.lake import export as export_module
 from trailsight.lake import ingest as lake_module
-from trailsight.query import athena
-from trailsight.query.duckdb_engine import QueryResult, run_sql
+from trailsight.query.duckdb_engine import QueryResult
+from trailsight.query.engine import open_engine
 from trailsight.schema import load_schema, markdown
+from trailsight.storage.store import as_storage
 
 
 @app.command()
@@ -48,6 +50,8 @@ def ingest(
     late_hours: Annotated[int, typer.Option(help="Hours of the next day's deliveries read for late events.")] = (
         lake_module.LATE_HOURS),
     workers: Annotated[int | None, typer.Option(help="Conversion processes (default: one per core).")] = None,
+    dask: Annotated[str | None, typer.Option("--dask", help="Run on the existing Dask cluster whose scheduler is "
+                                             "at this address (tcp://host:8786); needs trailsight[dask].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
     """Convert CloudTrail log files into the Parquet lake (no date: everything found).
@@ -55,13 +59,14 @@ def ingest(
     Example: trailsight ingest --source ./archive --lake ./lake --date 2024-05-01
     """
     first, last = date_range(day, start, end)
-    with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=as_json or not err.is_terminal) as progress:
-        task = progress.add_task("files", total=None)
-        summary = lake_module.ingest(
-            source, lake, first, last, tuple(account or ()), tuple(region or ()), late_hours, workers,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    if dask:
+        from trailsight.lake.distributed import ingest_on_cluster
+
+        summary = ingest_on_cluster(source, lake, dask, first, last, tuple(account or ()), tuple(region or ()),
+                                    late_hours)
+    else:
+        summary = _ingest_here(source, lake, first, last, tuple(account or ()), tuple(region or ()), late_hours,
+                               workers, as_json)
     if as_json:
         out.print_json(json.dumps(summary.as_dict()))
         return
@@ -71,6 +76,18 @@ def ingest(
     out.print(_summary_table("ingest", values))
     if quarantine:
         err.print(f"{len(quarantine)} object(s) with quarantined content; see {lake}/_quarantine/")
+
+
+def _ingest_here(source: str, lake: str, first: Any, last: Any, accounts: tuple[str, ...], regions: tuple[str, ...],
+                 late_hours: int, workers: int | None, as_json: bool) -> lake_module.IngestSummary:
+    """The ingest on this machine, with a progress bar on a terminal."""
+    with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=as_json or not err.is_terminal) as progress:
+        task = progress.add_task("files", total=None)
+        return lake_module.ingest(
+            source, lake, first, last, accounts, regions, late_hours, workers,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
 
 
 @app.command()
@@ -104,13 +121,16 @@ def sql(
 
     Example: trailsight sql --lake ./lake "SELECT eventname, count(*) FROM cloudtrail GROUP BY 1 ORDER BY 2 DESC"
     """
-    if engine is Engine.athena:
-        run = athena.run_query(query, {}, athena.AthenaSettings(database, workgroup, output_location))
-        print_result(QueryResult(run.columns, run.rows), output_format)
-        err.print(f"Athena query {run.query_id}: {run.bytes_scanned:,} bytes scanned, "
-                  f"about ${run.cost_usd:.6f}")
-        return
-    print_result(run_sql(lake, query), output_format)
+    running = open_engine(as_storage(lake), engine_settings(engine, database, workgroup, output_location))
+    try:
+        columns, rows = running.query(query)
+        stats = running.stats()
+    finally:
+        running.close()
+    print_result(QueryResult(columns, rows), output_format)
+    if stats["engine"] == "athena":
+        err.print(f"Athena query {stats['query_ids'][0]}: {stats['bytes_scanned']:,} bytes scanned, "
+                  f"about ${stats['cost_usd']:.6f}")
 
 
 @app.command()

@@ -18,11 +18,11 @@ from trailsight.cli.common import (
     SourceOption,
     WorkgroupOption,
     app,
+    engine_settings,
     err,
     out,
     parse_day,
 )
-from trailsight.query import athena
 
 
 @app.command()
@@ -51,9 +51,9 @@ def report(
 
     parsed = parse_day(day, "--date")
     target = out_dir or Path("reports") / parsed.isoformat()
-    settings = athena.AthenaSettings(database, workgroup, output_location) if engine is Engine.athena else None
-    summary = write_daily_report(lake, parsed, target, names, athena=settings, source=source, public_keys=public_keys)
-    if settings:
+    settings = engine_settings(engine, database, workgroup, output_location)
+    summary = write_daily_report(lake, parsed, target, names, engine=settings, source=source, public_keys=public_keys)
+    if summary.engine["engine"] == "athena":
         err.print(f"Athena: {summary.engine['queries']} queries, {summary.engine['bytes_scanned']:,} bytes scanned, "
                   f"about ${summary.engine['cost_usd']:.6f} at ${summary.engine['usd_per_tb']}/TB")
     for warning in summary.warnings:

@@ -8,20 +8,28 @@ Queries are written once, in the DuckDB dialect, and transpiled; parameters are 
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import tomllib
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any
 
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 
 from trailsight.convert.records import CLOUDTRAIL_TABLE, INSIGHTS_TABLE
 from trailsight.errors import QueryError, UsageError, first_line
-from trailsight.lake.layout import lake_partitions
+from trailsight.lake.layout import partition_of
 from trailsight.query.sqlfiles import load_derived, load_views
+from trailsight.resources import package_folder
 from trailsight.schema import TableSchema, hive_type, load_schema
 from trailsight.storage.aws import client
 from trailsight.storage.store import Storage, as_storage
@@ -47,11 +55,30 @@ def _lake_url(lake: Storage) -> str:
     return f"s3://{lake.root}"
 
 
-def partition_values(lake: Storage, table: str) -> dict[str, list[str]]:
-    """Accounts and regions present in the lake: the enum projections' values."""
-    partitions = lake_partitions(lake, table)
-    return {"account": sorted({p[2] for p in partitions}) or ["unknown"],
-            "region": sorted({p[3] for p in partitions}) or ["unknown"]}
+@cache
+def engine_facts() -> dict[str, Any]:
+    """Athena engine v3's limits and functions (`athena-engine-v3.toml`), one place for code and tests."""
+    return tomllib.loads((package_folder("trailsight.query") / "athena-engine-v3.toml").read_text())
+
+
+@cache
+def known_regions() -> tuple[str, ...]:
+    """The AWS regions the region projection lists from the start (`aws-regions.toml`), so a region new to the
+    lake is visible without any update; regions outside the list are added by `update_projection`."""
+    return tuple(tomllib.loads((package_folder("trailsight.query") / "aws-regions.toml").read_text())["regions"])
+
+
+def partition_values(accounts: Iterable[str] = (), regions: Iterable[str] = ()) -> dict[str, list[str]]:
+    """The enum projections' values from what the caller knows (no listing of the lake): the given accounts, and
+    the known regions plus any given one."""
+    account_list = sorted(set(accounts))
+    if not account_list:
+        raise UsageError("the table's account projection needs the lake's account ids: pass --account (repeat it "
+                         "for each); the daily flow adds new accounts as it ingests them")
+    bad = [a for a in account_list if not re.fullmatch(r"\d{12}", a)]
+    if bad:
+        raise UsageError(f"not an AWS account id (12 digits): {', '.join(bad)}")
+    return {"account": account_list, "region": sorted({*known_regions(), *regions})}
 
 
 def table_properties(location: str, table: str, values: dict[str, list[str]]) -> dict[str, str]:
@@ -89,11 +116,13 @@ def table_ddl(schema: TableSchema, database: str, table: str, location: str, val
     )
 
 
-def ddl(lake: str | Storage, settings: AthenaSettings) -> str:
-    lake = as_storage(lake)
-    location = _lake_url(lake)
+def ddl(lake: str | Storage, settings: AthenaSettings, accounts: Iterable[str] = (),
+        regions: Iterable[str] = ()) -> str:
+    """The DDL of both tables from the schema alone: nothing is listed or fetched, so it works offline."""
+    location = _lake_url(as_storage(lake))
     schema = load_schema()
-    return "\n".join(table_ddl(schema, settings.database, table, location, partition_values(lake, table))
+    values = partition_values(accounts, regions)
+    return "\n".join(table_ddl(schema, settings.database, table, location, values)
                      for table in (CLOUDTRAIL_TABLE, INSIGHTS_TABLE))
 
 
@@ -113,12 +142,13 @@ def _table_input(schema: TableSchema, table: str, location: str, values: dict[st
     }
 
 
-def create_tables(lake: str | Storage, settings: AthenaSettings) -> list[str]:
+def create_tables(lake: str | Storage, settings: AthenaSettings, accounts: Iterable[str] = (),
+                  regions: Iterable[str] = ()) -> list[str]:
     """Create or update the Glue database and tables (idempotent); returns what was done per table."""
-    lake = as_storage(lake)
-    location = _lake_url(lake)
+    location = _lake_url(as_storage(lake))
     glue = client("glue")
     schema = load_schema()
+    values = partition_values(accounts, regions)
     done = []
     try:
         glue.create_database(DatabaseInput={"Name": settings.database,
@@ -127,13 +157,49 @@ def create_tables(lake: str | Storage, settings: AthenaSettings) -> list[str]:
     except glue.exceptions.AlreadyExistsException:
         pass
     for table in (CLOUDTRAIL_TABLE, INSIGHTS_TABLE):
-        table_input = _table_input(schema, table, location, partition_values(lake, table))
+        table_input = _table_input(schema, table, location, values)
         try:
             glue.create_table(DatabaseName=settings.database, TableInput=table_input)
             done.append(f"created table {settings.database}.{table}")
         except glue.exceptions.AlreadyExistsException:
             glue.update_table(DatabaseName=settings.database, TableInput=table_input)
             done.append(f"updated table {settings.database}.{table}")
+    return done
+
+
+def update_projection(settings: AthenaSettings, partition_keys: Iterable[str]) -> list[str]:
+    """Add the accounts and regions of newly written partitions (`table/event_date=/account=/region=` keys, as an
+    ingest reports them) to the tables' enum projections, so Athena sees them without `athena create`.
+
+    Only Glue is read and written (no listing of the lake); a table whose lists already hold them is left alone.
+    """
+    glue = client("glue")
+    seen: dict[str, tuple[set[str], set[str]]] = {}
+    for key in partition_keys:
+        table, _, account, region = partition_of(f"{key.rstrip('/')}/file.parquet")
+        accounts, regions = seen.setdefault(table, (set(), set()))
+        accounts.add(account)
+        regions.add(region)
+    done = []
+    for table, (accounts, regions) in sorted(seen.items()):
+        try:
+            current = glue.get_table(DatabaseName=settings.database, Name=table)["Table"]
+        except glue.exceptions.EntityNotFoundException:
+            raise UsageError(f"no Glue table {settings.database}.{table}: run `trailsight athena create` once"
+                             ) from None
+        parameters = dict(current["Parameters"])
+        changed = False
+        for column, new in (("account", accounts), ("region", regions)):
+            name = f"projection.{column}.values"
+            listed = set(filter(None, parameters.get(name, "").split(",")))
+            if not new <= listed:
+                parameters[name] = ",".join(sorted(listed | new))
+                changed = True
+                done.append(f"{settings.database}.{table}: {column} {', '.join(sorted(new - listed))} added")
+        if changed:
+            keep = ("Name", "Description", "Owner", "Retention", "StorageDescriptor", "PartitionKeys", "TableType")
+            glue.update_table(DatabaseName=settings.database,
+                              TableInput={**{k: current[k] for k in keep if k in current}, "Parameters": parameters})
     return done
 
 
@@ -148,10 +214,14 @@ class RenderedQuery:
     parameter_names: tuple[str, ...]
 
 
-def render(sql: str) -> RenderedQuery:
-    """DuckDB-dialect SQL with `$name` parameters to Athena SQL with positional `?` parameters."""
+def render(sql: str, arrays: Sequence[str] = ()) -> RenderedQuery:
+    """DuckDB-dialect SQL with `$name` parameters to Athena SQL with positional `?` parameters.
+
+    The result columns named in `arrays` are sent as `CAST(... AS JSON)`: Athena writes an array into its CSV
+    result as `[a, b]`, which cannot be split back when a value holds `, ` or `]`; JSON text can.
+    """
     try:
-        tree = _with_views(sqlglot.parse_one(sql, read="duckdb"))
+        tree = _with_views(_arrays_as_json(sqlglot.parse_one(sql, read="duckdb"), arrays))
     except sqlglot.errors.ParseError as exc:
         raise QueryError(f"cannot parse query: {first_line(exc)}") from exc
     names: list[str] = []
@@ -167,6 +237,26 @@ def render(sql: str) -> RenderedQuery:
     text = tree.transform(to_marker).sql(dialect="athena")
     ordered = [names[int(n)] for n in _MARKER.findall(text)]
     return RenderedQuery(_MARKER.sub("?", text), tuple(ordered))
+
+
+def _arrays_as_json(tree: exp.Expression, arrays: Sequence[str]) -> exp.Expression:
+    if not arrays:
+        return tree
+    if not isinstance(tree, exp.Select) or any(isinstance(p, exp.Star) for p in tree.expressions):
+        raise QueryError("a query returning arrays must end in a SELECT that names its columns (no *)")
+    wanted = set(arrays)
+    projections = []
+    for projection in tree.expressions:
+        name = projection.alias_or_name
+        if name in wanted:
+            inner = projection.this if isinstance(projection, exp.Alias) else projection
+            projection = exp.alias_(exp.Cast(this=inner.copy(), to=exp.DataType.build("JSON")), name, quoted=False)
+            wanted.discard(name)
+        projections.append(projection)
+    if wanted:
+        raise QueryError(f"array column(s) {', '.join(sorted(wanted))} not in the query's result")
+    tree.set("expressions", projections)
+    return tree
 
 
 _MARKER = re.compile(r":trailsight_p(\d+)\b")
@@ -234,11 +324,25 @@ def scan_cost(bytes_scanned: int) -> float:
     return max(bytes_scanned, 10 * 1024 * 1024) / 1e12 * USD_PER_TB_SCANNED
 
 
-def run_query(sql: str, parameters: dict[str, Any], settings: AthenaSettings) -> AthenaRun:
-    """Run one DuckDB-dialect query on Athena through awswrangler; parameters bound server-side."""
+def check_size(sql: str) -> None:
+    """Athena refuses a query text over its limit: say so before sending, with the figure."""
+    size = len(sql.encode())
+    limit = engine_facts()["limits"]["query_bytes"]
+    if size > limit:
+        raise QueryError(f"the query is {size:,} bytes; Athena takes at most {limit:,} (UTF-8)")
+
+
+def run_query(sql: str, parameters: dict[str, Any], settings: AthenaSettings,
+              arrays: Sequence[str] = ()) -> AthenaRun:
+    """Run one DuckDB-dialect query on Athena through awswrangler; parameters bound server-side.
+
+    Results are typed by the column types Athena reports: the `arrays` columns arrive as JSON text and are
+    decoded; an array, map or row column that was not sent as JSON is refused rather than returned garbled.
+    """
     import awswrangler as wr
 
-    rendered = render(sql)
+    rendered = render(sql, arrays)
+    check_size(rendered.sql)
     missing = [n for n in rendered.parameter_names if n not in parameters]
     if missing:
         raise QueryError(f"query needs parameter(s) {', '.join(missing)}")
@@ -248,21 +352,34 @@ def run_query(sql: str, parameters: dict[str, Any], settings: AthenaSettings) ->
             rendered.sql, database=settings.database, workgroup=settings.workgroup, s3_output=settings.output,
             ctas_approach=False, params=values or None, paramstyle="qmark",
         )
+        query_id = frame.query_metadata["QueryExecutionId"]
+        types = wr.athena.get_query_columns_types(query_id)
     except Exception as exc:
         raise QueryError(f"Athena query failed: {first_line(exc)}") from exc
-    query_id = frame.query_metadata["QueryExecutionId"]
+    decoders = [_decoder(column, types.get(column, "varchar")) for column in frame.columns]
     scanned = int(frame.query_metadata.get("Statistics", {}).get("DataScannedInBytes", 0))
-    rows = [tuple(_python_value(v) for v in row) for row in frame.itertuples(index=False)]
+    rows = [tuple(decode(_python_value(v)) for decode, v in zip(decoders, row, strict=True))
+            for row in frame.itertuples(index=False)]
     return AthenaRun(query_id, list(frame.columns), rows, scanned, scan_cost(scanned))
 
 
+def _decoder(column: str, athena_type: str) -> Any:
+    """How one result column's cells become Python values, from the type Athena reports for it."""
+    kind = athena_type.split("(", 1)[0].lower()
+    if kind == "json":
+        return lambda value: None if value is None else orjson.loads(value)
+    if kind in ("array", "map", "row"):
+        raise QueryError(f"column {column} is an Athena {kind}, which Athena returns as text that cannot be split "
+                         f"back safely; return it as JSON (CAST({column} AS JSON))")
+    return lambda value: value
+
+
 def _python_value(value: Any) -> Any:
-    """pandas/numpy cells to plain Python values, missing ones to None."""
-    try:
-        if value is None or value != value:
-            return None
-    except (TypeError, ValueError):
-        pass
+    """pandas/numpy cells to plain Python values, missing ones (None, NaN, NaT, pandas' NA) to None."""
+    import pandas as pd
+
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return None
     if hasattr(value, "to_pydatetime"):
         value = value.to_pydatetime()
     if isinstance(value, datetime):
@@ -270,52 +387,81 @@ def _python_value(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-class AthenaConnection:
-    """What the reports use of a DuckDB connection, backed by Athena.
+class AthenaEngine:
+    """The reports' Engine on Athena: the same SQL files, rendered for Athena, parameters bound server-side.
 
-    `execute(sql, parameters)` renders the DuckDB-dialect SQL for Athena and binds the parameters server-side;
-    Arrow tables given to `register` (small lists of candidate series and windows) are inlined as VALUES, since
-    Athena cannot see the caller's memory. Every run is kept, for bytes scanned and cost.
+    Tables given to `register` (the lists of candidate series and windows the spike queries join) are written as
+    Parquet under the query output location and declared as a Glue table of the database for as long as they are
+    registered: Athena cannot see the caller's memory, and pasting thousands of rows into the text would pass
+    Athena's query size limit. Every run is kept, for bytes scanned and cost.
     """
+
+    name = "athena"
 
     def __init__(self, settings: AthenaSettings) -> None:
         self.settings = settings
-        self.tables: dict[str, Any] = {}
+        self.tables: dict[str, str] = {}
         self.runs: list[AthenaRun] = []
-        self.description: list[tuple[str]] = []
-        self._rows: list[tuple[Any, ...]] = []
 
-    def register(self, name: str, table: Any) -> None:
-        self.tables[name] = table
+    def query(self, sql: str, parameters: dict[str, Any] | None = None,
+              arrays: Sequence[str] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        run = run_query(self._with_tables(sql), parameters or {}, self.settings, arrays)
+        self.runs.append(run)
+        return run.columns, run.rows
+
+    def use_derived(self, name: str, start: date, end: date) -> None:
+        """Nothing to prepare: Athena computes derived tables from their definitions, added to each query."""
+
+    def register(self, name: str, table: pa.Table) -> None:
+        token = uuid.uuid4().hex[:12]
+        glue_name = f"trailsight_tmp_{name}_{token}"
+        folder = f"{self._output().rstrip('/')}/trailsight-tables/{glue_name}/"
+        storage = as_storage(folder)
+        sink = pa.BufferOutputStream()
+        pq.write_table(_hive_compatible(table), sink)
+        storage.write_bytes("part-0.parquet", sink.getvalue())
+        client("glue").create_table(DatabaseName=self.settings.database, TableInput={
+            "Name": glue_name, "TableType": "EXTERNAL_TABLE",
+            "Parameters": {"classification": "parquet", "EXTERNAL": "TRUE", "trailsight.temporary": "true"},
+            "StorageDescriptor": {
+                "Columns": [{"Name": f.name, "Type": _hive_type_of(f.type)} for f in table.schema],
+                "Location": folder, "InputFormat": PARQUET_INPUT, "OutputFormat": PARQUET_OUTPUT,
+                "SerdeInfo": {"SerializationLibrary": PARQUET_SERDE}}})
+        self.tables[name] = glue_name
 
     def unregister(self, name: str) -> None:
-        self.tables.pop(name, None)
-
-    def execute(self, sql: str, parameters: dict[str, Any] | None = None) -> AthenaConnection:
-        run = run_query(self._inline_tables(sql), parameters or {}, self.settings)
-        self.runs.append(run)
-        self.description = [(name,) for name in run.columns]
-        self._rows = run.rows
-        return self
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        return self._rows
+        glue_name = self.tables.pop(name, None)
+        if glue_name is None:
+            return
+        client("glue").delete_table(DatabaseName=self.settings.database, Name=glue_name)
+        storage = as_storage(f"{self._output().rstrip('/')}/trailsight-tables/{glue_name}/")
+        storage.delete("part-0.parquet")
 
     def close(self) -> None:
-        self.tables.clear()
+        for name in list(self.tables):
+            self.unregister(name)
 
-    def _inline_tables(self, sql: str) -> str:
+    def _output(self) -> str:
+        if self.settings.output:
+            return self.settings.output
+        group = client("athena").get_work_group(WorkGroup=self.settings.workgroup)["WorkGroup"]
+        output = group.get("Configuration", {}).get("ResultConfiguration", {}).get("OutputLocation")
+        if not output:
+            raise UsageError(f"workgroup {self.settings.workgroup} has no output location: pass --output-location")
+        return output
+
+    def _with_tables(self, sql: str) -> str:
         if not self.tables:
             return sql
         tree = sqlglot.parse_one(sql, read="duckdb")
 
-        def inline(node: exp.Expression) -> exp.Expression:
+        def qualify(node: exp.Expression) -> exp.Expression:
             if isinstance(node, exp.Table) and not node.db and node.name in self.tables:
-                values = values_subquery(self.tables[node.name], node.name)
-                return values.as_(node.alias_or_name) if node.alias else values
+                return exp.table_(self.tables[node.name], db=self.settings.database,
+                                  alias=node.alias or node.name)
             return node
 
-        return tree.transform(inline).sql(dialect="duckdb")
+        return tree.transform(qualify).sql(dialect="duckdb")
 
     @property
     def bytes_scanned(self) -> int:
@@ -327,14 +473,21 @@ class AthenaConnection:
                 "usd_per_tb": USD_PER_TB_SCANNED, "query_ids": [run.query_id for run in self.runs]}
 
 
-def values_subquery(table: Any, name: str) -> exp.Expression:
-    """An Arrow table as `(SELECT * FROM (VALUES ...) AS name(columns))`, typed by its first row's literals."""
-    columns = ", ".join(f'"{column}"' for column in table.column_names)
-    rows = table.to_pylist()
-    if rows:
-        tuples = ", ".join("(" + ", ".join(athena_literal(row[c]) for c in table.column_names) + ")" for row in rows)
-        text = f"(SELECT * FROM (VALUES {tuples}) AS {name}({columns}))"
-    else:
-        nulls = ", ".join("NULL" for _ in table.column_names)
-        text = f"(SELECT * FROM (VALUES ({nulls})) AS {name}({columns}) WHERE 1 = 0)"
-    return sqlglot.parse_one(text, read="duckdb")
+def _hive_compatible(table: pa.Table) -> pa.Table:
+    """Timestamps as UTC wall-clock milliseconds without a zone: what Athena's Parquet reader maps to TIMESTAMP."""
+    fields = [pa.field(f.name, pa.timestamp("ms")) if pa.types.is_timestamp(f.type) else f for f in table.schema]
+    return table.cast(pa.schema(fields))
+
+
+def _hive_type_of(arrow_type: pa.DataType) -> str:
+    if pa.types.is_timestamp(arrow_type):
+        return "timestamp"
+    if pa.types.is_date(arrow_type):
+        return "date"
+    if pa.types.is_integer(arrow_type):
+        return "bigint"
+    if pa.types.is_floating(arrow_type):
+        return "double"
+    if pa.types.is_boolean(arrow_type):
+        return "boolean"
+    return "string"

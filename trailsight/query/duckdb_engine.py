@@ -9,6 +9,7 @@ read through pyarrow datasets registered in DuckDB, which push projections and f
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -111,11 +112,8 @@ def use_derived(con: duckdb.DuckDBPyConnection, lake: Storage, name: str, start:
     """(Re)define the view `name` over the derived files of the data files dated [start, end].
 
     Data files that lack theirs are derived now from their own columns, and the result kept when the lake
-    can be written. Queries on the view must stay within [start, end]. Other engines (Athena) compute the
-    table from its definition, inlined in the query, so for them this does nothing.
+    can be written. Queries on the view must stay within [start, end].
     """
-    if not isinstance(con, duckdb.DuckDBPyConnection):
-        return
     table = derived_tables()[name]
     data_keys = lake_files(lake, CLOUDTRAIL_TABLE, start, end)
     kept = existing_keys(lake, table, {partition_of(key)[1] for key in data_keys})
@@ -167,6 +165,40 @@ def _files_relation(con: duckdb.DuckDBPyConnection, lake: Storage, name: str, pa
                          partitioning=ds.partitioning(partition_schema(schema), flavor="hive"))
     con.register(name, dataset)
     return f"SELECT * FROM {name}"
+
+
+class DuckDBEngine:
+    """The reports' Engine on embedded DuckDB over the lake (local folder or S3)."""
+
+    name = "duckdb"
+
+    def __init__(self, lake: str | Storage) -> None:
+        self.lake = as_storage(lake)
+        self.con = connect(self.lake)
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None,
+              arrays: Sequence[str] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Lists come back as Python lists already, so `arrays` needs no handling here."""
+        try:
+            cursor = self.con.execute(sql, parameters or {})
+            return [d[0] for d in cursor.description or []], cursor.fetchall()
+        except duckdb.Error as exc:
+            raise QueryError(f"query failed: {first_line(exc)}") from exc
+
+    def use_derived(self, name: str, start: date, end: date) -> None:
+        use_derived(self.con, self.lake, name, start, end)
+
+    def register(self, name: str, table: pa.Table) -> None:
+        self.con.register(name, table)
+
+    def unregister(self, name: str) -> None:
+        self.con.unregister(name)
+
+    def stats(self) -> dict[str, Any]:
+        return {"engine": "duckdb"}
+
+    def close(self) -> None:
+        self.con.close()
 
 
 @dataclass

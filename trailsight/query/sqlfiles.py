@@ -1,7 +1,8 @@
 """SQL kept in `sql/*.sql` files, each with a header saying what it answers and which parameters it binds.
 
-Header lines come first, as `-- key: value` comments (title, description, parameters); the rest is the query.
-Parameters are bound by name (`$day`), never pasted into the text.
+Header lines come first, as `-- key: value` comments (title, description, parameters, arrays); the rest is the
+query. Parameters are bound by name (`$day`), never pasted into the text. `arrays` names the result columns that
+hold lists, which engines that return text (Athena) send as JSON.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class SqlFile:
     description: str
     parameters: tuple[str, ...]
     sql: str
+    arrays: tuple[str, ...] = ()
 
 
 def parse_sql_file(name: str, text: str) -> SqlFile:
@@ -45,9 +47,12 @@ def parse_sql_file(name: str, text: str) -> SqlFile:
             body_start = index
             break
         header[match[1].lower()] = match[2].strip()
-    params = tuple(p.strip() for p in header.get("parameters", "").split(",") if p.strip() and p.strip() != "none")
-    return SqlFile(name, header.get("title", name), header.get("description", ""), params,
-                   "\n".join(lines[body_start:]).strip().rstrip(";"))
+    return SqlFile(name, header.get("title", name), header.get("description", ""), _names(header, "parameters"),
+                   "\n".join(lines[body_start:]).strip().rstrip(";"), _names(header, "arrays"))
+
+
+def _names(header: dict[str, str], key: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in header.get(key, "").split(",") if p.strip() and p.strip() != "none")
 
 
 @cache

@@ -25,13 +25,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import orjson
 
-from trailsight.errors import QueryError, UsageError, first_line
+from trailsight.errors import QueryError, UsageError
 from trailsight.integrity.digests import verify_digests
-from trailsight.query.athena import AthenaConnection, AthenaSettings
-from trailsight.query.duckdb_engine import connect, use_derived
+from trailsight.query.engine import Engine, EngineSettings, open_engine
 from trailsight.query.sqlfiles import load_sql
 from trailsight.storage.store import Storage, as_storage
 
@@ -52,28 +50,26 @@ NOISE_FAMILIES = ("throttling", "not_found", "conflict", "dry_run")
 # --- running SQL files -----------------------------------------------------------------------------------
 
 
-def run_report_sql(con: duckdb.DuckDBPyConnection, name: str, **parameters: Any) -> Rows:
+def run_report_sql(engine: Engine, name: str, **parameters: Any) -> Rows:
     """Run `sql/<name>.sql` with exactly the parameters its header names, bound (never pasted)."""
     query = load_sql(name)
     wanted, given = set(query.parameters), set(parameters)
     if wanted != given:
         raise UsageError(f"{name}.sql takes parameters {sorted(wanted)}, got {sorted(given)}")
     try:
-        cursor = con.execute(query.sql, {key: parameters[key] for key in query.parameters})
-        columns = [d[0] for d in cursor.description or []]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-    except duckdb.Error as exc:
-        raise QueryError(f"report query {name} failed: {first_line(exc)}") from exc
+        columns, rows = engine.query(query.sql, {key: parameters[key] for key in query.parameters}, query.arrays)
+    except QueryError as exc:
+        raise QueryError(f"report query {name} failed: {exc}") from exc
+    return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
 @contextmanager
-def lake_connection(lake: LakeLike, con: duckdb.DuckDBPyConnection | None = None
-                    ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The given connection, or a new one over the lake that is closed afterwards."""
-    if con is not None:
-        yield con
+def lake_engine(lake: LakeLike, engine: Engine | None = None) -> Iterator[Engine]:
+    """The given engine, or DuckDB over the lake, closed afterwards."""
+    if engine is not None:
+        yield engine
         return
-    own = connect(as_storage(lake))
+    own = open_engine(as_storage(lake))
     try:
         yield own
     finally:
@@ -104,10 +100,10 @@ def _message(text: str | None) -> str | None:
 # --- the reports -----------------------------------------------------------------------------------------
 
 
-def summary_report(lake: LakeLike, day: date | str, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any]:
+def summary_report(lake: LakeLike, day: date | str, engine: Engine | None = None) -> dict[str, Any]:
     """Headline numbers and the 24 hours of the day (hours without calls included as zeros)."""
     day = as_day(day)
-    with lake_connection(lake, con) as c:
+    with lake_engine(lake, engine) as c:
         rows = run_report_sql(c, "summary", day=day)
     headline = {k: v for k, v in rows[0].items() if k != "hour"}
     headline["failed_rate"] = round(headline["failed"] / headline["events"], 4) if headline["events"] else 0.0
@@ -130,10 +126,10 @@ def _dimensions(rows: Rows) -> dict[str, Rows]:
 
 
 def top_callers_report(lake: LakeLike, day: date | str, limit: int = DEFAULT_LIMIT,
-                       con: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any]:
+                       engine: Engine | None = None) -> dict[str, Any]:
     """Who called the most, with what, from where; lists are capped at 20 values (counts are exact)."""
     day = as_day(day)
-    with lake_connection(lake, con) as c:
+    with lake_engine(lake, engine) as c:
         parts = _dimensions(run_report_sql(c, "top_callers", day=day, limit=limit))
     principals = [{"principal": r["name"], "principal_type": r["principal_type"], "calls": r["calls"],
                    "apis": r["apis"], "errors": r["errors"], "error_rate": r["error_rate"], "reads": r["reads"],
@@ -156,13 +152,13 @@ def top_callers_report(lake: LakeLike, day: date | str, limit: int = DEFAULT_LIM
 
 def failed_calls_report(lake: LakeLike, day: date | str, limit: int = DEFAULT_LIMIT,
                         new_failure_days: int = NEW_FAILURE_DAYS,
-                        con: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any]:
+                        engine: Engine | None = None) -> dict[str, Any]:
     """Failures by code, API and principal; access-denied families apart from throttling and not-found noise."""
     day = as_day(day)
     since = day - timedelta(days=new_failure_days)
     storage = as_storage(lake)
-    with lake_connection(storage, con) as c:
-        use_derived(c, storage, "failure_kinds", since, day)
+    with lake_engine(storage, engine) as c:
+        c.use_derived("failure_kinds", since, day)
         parts = _dimensions(run_report_sql(c, "failed_calls", day=day, limit=limit, since=since))
     by_code = [{"error_code": r["name"], "family": r["family"], "failures": r["failures"],
                 "principals": r["principals"], "apis": r["apis"], "sample_message": _message(r["sample_message"]),
@@ -193,25 +189,25 @@ def failed_calls_report(lake: LakeLike, day: date | str, limit: int = DEFAULT_LI
 
 
 def spikes_report(lake: LakeLike, day: date | str, config: SpikeConfig | None = None,
-                  con: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any]:
+                  engine: Engine | None = None) -> dict[str, Any]:
     """Insights-style spikes; the result also carries the AWS-shaped records under `records`."""
     from trailsight.report.insights import detect_spikes
 
     day = as_day(day)
     storage = as_storage(lake)
-    with lake_connection(storage, con) as c:
+    with lake_engine(storage, engine) as c:
         result = detect_spikes(storage, c, day, config)
     return {**result.as_dict(), "records": result.records()}
 
 
 def security_report(lake: LakeLike, day: date | str, config: DetectionConfig | None = None,
-                    con: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any]:
+                    engine: Engine | None = None) -> dict[str, Any]:
     """CIS monitoring controls and extras, as findings with severity, events and the reason they fired."""
     from trailsight.report.detections import run_detections
 
     day = as_day(day)
     storage = as_storage(lake)
-    with lake_connection(storage, con) as c:
+    with lake_engine(storage, engine) as c:
         return run_detections(storage, c, day, config).as_dict()
 
 
@@ -315,39 +311,42 @@ class ReportSummary:
 
 
 def run_reports(lake: LakeLike, day: date | str, reports: str | list[str] | None = None,
-                con: duckdb.DuckDBPyConnection | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+                engine: Engine | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     """Run the selected reports on one connection; returns their data and the seconds each took."""
     day = as_day(day)
     storage = as_storage(lake)
     results: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}
-    with lake_connection(storage, con) as c:
+    with lake_engine(storage, engine) as c:
         for name in select_reports(reports):
             started = time.perf_counter()
             function = REPORTS[name]
-            results[name] = function(storage, day, con=c)
+            results[name] = function(storage, day, engine=c)
             seconds[name] = round(time.perf_counter() - started, 3)
     return results, seconds
 
 
 def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
-                       reports: str | list[str] | None = None, athena: AthenaSettings | None = None,
+                       reports: str | list[str] | None = None, engine: EngineSettings | None = None,
                        source: LakeLike | None = None, public_keys: str | Path | None = None) -> ReportSummary:
     """Run the reports for one UTC day and write JSON, CSV, insights.json, report.md and report.html.
 
-    With `athena` settings the same SQL files run on Athena instead of DuckDB; the bytes scanned and their cost
-    are recorded in the summary (`engine`). With the raw `source`, the day's log files are also verified against
-    CloudTrail's digests (`integrity`).
+    With Athena as the `engine` the same SQL files run on Athena instead of DuckDB; the bytes scanned and their
+    cost are recorded in the summary (`engine`). With the raw `source`, the day's log files are also verified
+    against CloudTrail's digests (`integrity`).
     """
     from trailsight.report.html import render_html, render_markdown
 
     day = as_day(day)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    athena_connection = AthenaConnection(athena) if athena else None
-    results, seconds = run_reports(lake, day, reports, con=athena_connection)  # type: ignore[arg-type]
-    summary = ReportSummary(day, out, list(results), seconds=seconds)
-    summary.engine = athena_connection.stats() if athena_connection else {"engine": "duckdb"}
+    running = open_engine(as_storage(lake), engine)
+    try:
+        results, seconds = run_reports(lake, day, reports, engine=running)
+        stats = running.stats()
+    finally:
+        running.close()
+    summary = ReportSummary(day, out, list(results), seconds=seconds, engine=stats)
     results["summary"]["engine"] = summary.engine
     if source is not None:
         results["integrity"] = verify_digests(source, day, public_keys=public_keys).as_dict()

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-import duckdb
 import orjson
 
 from trailsight.lake.layout import lake_partitions
+from trailsight.query.engine import Engine
 from trailsight.storage.store import Storage
 
 SEVERITIES = ("critical", "high", "medium", "low")
@@ -299,15 +299,14 @@ def _pattern_finding(control_id: str, account: str, principal: str | None, count
                    events[: config.max_events_per_finding], details)
 
 
-def run_detections(lake: Storage, con: duckdb.DuckDBPyConnection, day: date,
+def run_detections(lake: Storage, con: Engine, day: date,
                    config: DetectionConfig | None = None) -> DetectionResult:
     """Every control for one day, findings sorted by severity then time."""
-    from trailsight.query.duckdb_engine import use_derived
     from trailsight.report.daily import run_report_sql
 
     config = config or DetectionConfig()
     notes: list[str] = []
-    use_derived(con, lake, "security_flags", day, day)
+    con.use_derived("security_flags", day, day)
     rows = run_report_sql(con, "security_events", day=day)
     findings = findings_from_events(rows, config)
     # The pattern queries count; their events are rows already read by security_events (the same predicates).

@@ -46,12 +46,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
 from trailsight.lake.layout import lake_partitions
-from trailsight.query.duckdb_engine import use_derived
+from trailsight.query.engine import Engine
 from trailsight.storage.store import Storage, as_storage
 
 CALL_RATE = "ApiCallRateInsight"
@@ -297,7 +296,7 @@ def account_history(lake: Storage, day: date, history_days: int) -> dict[str, da
     return first
 
 
-def _fetch(con: duckdb.DuckDBPyConnection, name: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
+def _fetch(con: Engine, name: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
     from trailsight.report.daily import run_report_sql
 
     return [tuple(row.values()) for row in run_report_sql(con, name, **parameters)]
@@ -316,15 +315,15 @@ def _table(schema: pa.Schema, rows: Iterable[tuple[Any, ...]]) -> pa.Table:
                                 schema=schema)
 
 
-def detect_spikes(lake: str | Storage, con: duckdb.DuckDBPyConnection, day: date,
+def detect_spikes(lake: str | Storage, con: Engine, day: date,
                   config: SpikeConfig | None = None) -> SpikeResult:
-    """Find the day's Insights-style spikes; `con` comes from `duckdb_engine.connect(lake)`."""
+    """Find the day's Insights-style spikes; `con` is an engine over `lake` (`query.engine.open_engine`)."""
     config = config or SpikeConfig()
     lake = as_storage(lake)
     midnight = _midnight(day)
 
     history_start = day - timedelta(days=config.history_days)
-    use_derived(con, lake, "insight_minutes", day, day)  # the history only when a series is a candidate
+    con.use_derived("insight_minutes", day, day)  # the history only when a series is a candidate
     counts: dict[SeriesKey, np.ndarray] = {}
     for insight_type, account, region, source, name, code, minute, calls in _fetch(
             con, "spikes_day_minutes", {"day": day}):
@@ -354,7 +353,7 @@ def detect_spikes(lake: str | Storage, con: duckdb.DuckDBPyConnection, day: date
                   and (day - first_days.get(key[1], day)).days >= config.min_history_days]
     per_day: dict[SeriesKey, dict[date, tuple[int, int, int]]] = {key: {} for key in candidates}
     if candidates:
-        use_derived(con, lake, "insight_minutes", history_start, day)
+        con.use_derived("insight_minutes", history_start, day)
         con.register("spike_series", _table(_SERIES_SCHEMA, candidates))
         try:
             for account, region in sorted({(key[1], key[2]) for key in candidates}):
@@ -404,7 +403,7 @@ def _chart(series: np.ndarray, start: int, end: int, model: SeriesModel, midnigh
     }
 
 
-def _attribute(con: duckdb.DuckDBPyConnection, insights: list[Insight], first_days: dict[str, date],
+def _attribute(con: Engine, insights: list[Insight], first_days: dict[str, date],
                config: SpikeConfig) -> None:
     """Fill baseline statistics and the top-5 attributions of each insight, in one query for all of them."""
     if not insights:
