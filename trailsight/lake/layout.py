@@ -13,7 +13,7 @@ from trailsight.convert.records import (
     INSIGHTS_TABLE,
     Partition,
 )
-from trailsight.errors import TrailsightError
+from trailsight.errors import StorageError, TrailsightError
 from trailsight.storage.store import Storage, as_storage
 
 TABLES = (CLOUDTRAIL_TABLE, INSIGHTS_TABLE)
@@ -44,6 +44,13 @@ FORMAT_KEY = "_trailsight/format.json"
 
 
 LAKE_FORMAT = {"format": 2, "eventhash": "xxh3-64 of each record's JSON text as delivered"}
+
+
+def require_lake(lake: Storage) -> None:
+    """Refuse a location that holds no lake: a mistyped path must fail, not read as a lake without events."""
+    lake.check_root()
+    if not (lake.exists(FORMAT_KEY) or any(lake.exists(table) for table in TABLES)):
+        raise StorageError(f"no trailsight lake at {lake.url} (neither {FORMAT_KEY} nor a table folder)")
 
 
 def check_lake_format(lake: Storage, claim: bool = False) -> None:
