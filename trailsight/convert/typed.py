@@ -69,6 +69,8 @@ class _Decoders:
     memoized: dict[str, msgspec.json.Decoder]
     columns: tuple[Field, ...]
     schema: pa.Schema
+    event_fields: tuple[str, ...]
+    """Top-level fields named `event...` (eventTime, eventID, ...): counted to catch a repeated key."""
 
 
 @cache
@@ -79,7 +81,7 @@ def _decoders() -> _Decoders:
     memoized = {c.source: msgspec.json.Decoder(_msgspec_type(c, c.name)) for c in schema.columns
                 if c.source in MEMOIZED}
     return _Decoders(msgspec.json.Decoder(log_file), msgspec.json.Decoder(event), memoized, schema.columns,
-                     arrow_schema(schema))
+                     arrow_schema(schema), tuple(c.source for c in schema.columns if c.source.startswith("event")))
 
 
 def split_records(text: bytes) -> list[msgspec.Raw]:
@@ -128,6 +130,11 @@ class TypedBatch:
         if time is None or len(time) != 20 or time[10] != "T" or time[19] != "Z":
             return False
         if event.eventType == INSIGHT_EVENT_TYPE or (source or "").startswith(NOTIFICATION_SOURCE_PREFIX):
+            return False
+        if bytes(origin[2]).count(b'"event') != sum(getattr(event, name) is not None
+                                                      for name in self.decoders.event_fields):
+            # A repeated eventTime or eventID would decode as its last value: the exact conversion decides.
+            # Free-form values naming "event..." come this way too, only more slowly.
             return False
         self.events.append(event)
         self.origins.append(origin)
