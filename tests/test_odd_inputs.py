@@ -89,6 +89,16 @@ def test_odd_values_are_stored_and_export_json_equal(odd_archive: tuple[Path, di
         assert json_equal(exported[event_id], text), event_id
 
 
+def test_exported_odd_values_ingest_again_as_duplicates(odd_archive: tuple[Path, dict[str, str]],
+                                                        tmp_path: Path) -> None:
+    source, texts = odd_archive
+    ingest(source, tmp_path / "lake", workers=1)
+    export(tmp_path / "lake", tmp_path / "out")
+    again = ingest(tmp_path / "out", tmp_path / "lake", workers=1)
+    assert again.events_read == len(texts)
+    assert again.events_written == 0 and again.duplicates == len(texts)
+
+
 def test_a_repeated_top_level_key_quarantines_only_that_record_with_its_reason(write_log: WriteLog,
                                                                               tmp_path: Path) -> None:
     moved = record_text("moved")[:-1] + ',"eventTime":"2024-05-02T23:00:00Z"}'
