@@ -45,10 +45,13 @@ ODD_RECORDS = {
     "numbers-parameters": ['"requestParameters":{"big":1e400,"tiny":1e-400,"long":1.00000000000000000000001,'
                            '"huge":123456789012345678901234567890,"negative":-98765432109876543210987}'],
     "numbers-unknown": ['"note":1e400', '"count":18446744073709551616'],
-    "numbers-in-identity": ['"additionalEventData":{"x":1E+400}'],
+    "numbers-in-additional-data": ['"additionalEventData":{"x":1E+400}'],
+    "numbers-with-an-unknown-field": ['"requestParameters":{"big":1e400,"tiny":1e-400}', '"note":1'],
     # 9: a key twice below the top level
     "repeated-in-parameters": ['"requestParameters":{"bucket":"a","bucket":"b"}'],
     "repeated-in-unknown": ['"note":{"k":1,"k":1}'],
+    "repeated-in-identity": ['"userIdentity":{"type":"IAMUser","type":"Root","accountId":"111122223333"}'],
+    "repeated-in-tls": ['"tlsDetails":{"tlsVersion":"TLSv1.2","tlsVersion":"TLSv1.3"}'],
 }
 
 

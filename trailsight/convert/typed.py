@@ -10,6 +10,7 @@ handed back to the exact row-by-row conversion in `conversion`, so both paths ke
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -18,6 +19,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
@@ -223,9 +225,41 @@ class TypedBatch:
             except DECODE_ERRORS:
                 decoded.append(None)
                 failed.append(number)
+                continue
+            if _repeats_a_key(bytes(values[row])):
+                failed.append(number)
         if failed:
             refused |= np.isin(positions, failed)
         return _column(c, decoded).take(pa.array(positions, mask=positions < 0))
+
+
+class _RepeatedKey(Exception):
+    pass
+
+
+def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({key for key, _ in pairs}) != len(pairs):
+        raise _RepeatedKey
+    return dict(pairs)
+
+
+def _repeats_a_key(text: bytes) -> bool:
+    """Whether JSON text gives a key twice in one object, which a struct decodes as its last value, silently.
+
+    Checked once per distinct text: text that orjson writes back byte for byte has no repeated key.
+    """
+    try:
+        if orjson.dumps(orjson.loads(text)) == text:
+            return False
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        pass
+    try:
+        json.loads(text, object_pairs_hook=_refuse_repeats)
+    except _RepeatedKey:
+        return True
+    except (ValueError, RecursionError):
+        return False  # the struct decoder accepted it; whatever this is, it is not a repeated key
+    return False
 
 
 def _names_its_moment(texts: pa.Array, times: pa.Array) -> np.ndarray:
