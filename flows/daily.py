@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from trailsight.errors import ArchiveError, TransientError  # noqa: E402
+from trailsight.errors import ArchiveError, NoDataError, TransientError  # noqa: E402
 from trailsight.lake import ingest as lake  # noqa: E402
 from trailsight.lake import layout  # noqa: E402
 from trailsight.lake.distributed import ingest_on_cluster  # noqa: E402
@@ -68,6 +68,8 @@ def report_day(lake_url: str, day: date, report_dir: str, engine: EngineSettings
         get_run_logger().warning("digest verification found problems; see %s/integrity.json", report_dir)
     for warning in summary.warnings:
         get_run_logger().warning(warning)
+    if not summary.events:
+        raise NoDataError(f"no data: the lake {lake_url} has no events dated {day}; was the day ingested?")
     return summary.as_dict()
 
 

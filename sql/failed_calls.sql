@@ -7,7 +7,7 @@ WITH events AS (
         principal,
         coalesce(useridentity.type, 'Unknown') AS identity_type,
         eventsource, eventname,
-        eventsource || ':' || eventname AS api,
+        coalesce(eventsource, '(missing)') || ':' || coalesce(eventname, '(missing)') AS api,
         errormessage, eventtime,
         error_code,
         error_family AS family

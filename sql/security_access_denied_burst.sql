@@ -11,9 +11,9 @@ bursts AS (
     SELECT
         principal,
         min(account) AS account,
-        count(DISTINCT eventsource || ':' || eventname) AS apis,
+        count(DISTINCT coalesce(eventsource, '(missing)') || ':' || coalesce(eventname, '(missing)')) AS apis,
         count(*) AS denials,
-        array_agg(DISTINCT eventsource || ':' || eventname) AS api_list,
+        array_agg(DISTINCT coalesce(eventsource, '(missing)') || ':' || coalesce(eventname, '(missing)')) AS api_list,
         array_agg(DISTINCT region) AS regions,
         array_agg(DISTINCT sourceipaddress) FILTER (WHERE sourceipaddress IS NOT NULL) AS source_ips,
         min(eventtime) AS first_seen,

@@ -19,7 +19,7 @@ SELECT
     count(*) AS events,
     count(DISTINCT principal) AS principals,
     array_agg(DISTINCT principal) AS principal_list,
-    array_agg(DISTINCT eventsource || ':' || eventname) AS api_list,
+    array_agg(DISTINCT coalesce(eventsource, '(missing)') || ':' || coalesce(eventname, '(missing)')) AS api_list,
     array_agg(DISTINCT sourceipaddress) FILTER (WHERE sourceipaddress IS NOT NULL) AS source_ips,
     min(eventtime) AS first_seen,
     max(eventtime) AS last_seen

@@ -22,7 +22,7 @@ SELECT
     count(DISTINCT account) AS accounts,
     count(DISTINCT region) AS regions,
     count(DISTINCT sourceipaddress) AS source_ips,
-    count(DISTINCT eventsource || ':' || eventname) AS apis,
+    count(DISTINCT coalesce(eventsource, '(missing)') || ':' || coalesce(eventname, '(missing)')) AS apis,
     min(eventtime) AS first_event,
     max(eventtime) AS last_event
 FROM events

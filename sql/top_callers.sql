@@ -7,7 +7,7 @@ WITH events AS (
         principal,
         coalesce(useridentity.type, 'Unknown') AS identity_type,
         CASE WHEN useridentity.type = 'AssumedRole' THEN split_part(useridentity.arn, '/', 3) END AS session_name,
-        eventsource || ':' || eventname AS api,
+        coalesce(eventsource, '(missing)') || ':' || coalesce(eventname, '(missing)') AS api,
         coalesce(sourceipaddress, 'unknown') AS source_ip,
         account, region, eventtime, readonly,
         failed

@@ -149,6 +149,18 @@ def test_second_daily_run_on_a_locked_lake_fails_and_says_why(prefect_api: None,
         state.result()
 
 
+def test_daily_run_of_a_day_without_data_fails_saying_no_data(prefect_api: None, archive: Path,
+                                                              tmp_path: Path) -> None:
+    from trailsight.flows.daily import daily
+
+    empty_day = DAY + timedelta(days=20)
+    state = daily(day=empty_day, source=str(archive), lake_url=str(tmp_path / "lake"),
+                  report_root=str(tmp_path / "reports"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match=f"no data: the lake .* has no events dated {empty_day}"):
+        state.result()
+
+
 def test_backfill_skips_completed_days_unless_forced(prefect_api: None, archive: Path, tmp_path: Path) -> None:
     from trailsight.flows.daily import backfill
 

@@ -243,14 +243,14 @@ def test_new_lake_records_its_format_and_an_older_lake_is_refused(tmp_path: Path
     write_log(log_key(when), [make_event(when)])
     lake = tmp_path / "lake"
     ingest(tmp_path / "source", lake, workers=1)
-    assert json.loads((lake / FORMAT_KEY).read_text())["format"] == 2
+    assert json.loads((lake / FORMAT_KEY).read_text())["format"] == 3
     (lake / FORMAT_KEY).unlink()  # as a lake written before the format was recorded
     with pytest.raises(TrailsightError, match="written by an earlier trailsight"):
         ingest(tmp_path / "source", lake, workers=1)
     with pytest.raises(TrailsightError, match="written by an earlier trailsight"):
         LakeIndex(Storage(lake))
-    (lake / FORMAT_KEY).write_text(json.dumps({"format": 3}))
-    with pytest.raises(TrailsightError, match="has format 3"):
+    (lake / FORMAT_KEY).write_text(json.dumps({"format": 4}))
+    with pytest.raises(TrailsightError, match="has format 4"):
         ingest(tmp_path / "source", lake, workers=1)
 
 

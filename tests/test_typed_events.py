@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from conftest import make_event
+from json_equality import json_equal, value_text
 
 from trailsight.convert.records import CLOUDTRAIL_TABLE, BatchConverter, rebuild_event, record_texts
 from trailsight.convert.typed import TypedBatch
@@ -133,7 +134,7 @@ def test_free_form_fields_keep_their_delivered_text() -> None:
     text = b'{"Records": [' + json.dumps(event).encode() + b"]}"
     (row,), _ = convert_records(text)
     assert row["requestparameters"] == json.dumps(event["requestParameters"])
-    assert rebuild_event(row) == event
+    assert json_equal(value_text(rebuild_event(row)), json.dumps(event))
 
 
 def test_rows_of_several_partitions_in_one_batch_are_split_without_mixing() -> None:

@@ -45,3 +45,7 @@ class ArchiveError(TrailsightError):
 
 class LifecycleError(TrailsightError):
     """A bucket's lifecycle configuration cannot be read, planned or written."""
+
+
+class NoDataError(TrailsightError):
+    """A day asked about holds no events: a report of it must not read as an all-clear."""

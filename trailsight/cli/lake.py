@@ -108,6 +108,23 @@ def export(
 
 
 @app.command()
+def migrate(lake: LakeOption) -> None:
+    """Bring a lake written by an earlier trailsight to the current format (safe to run again).
+
+    Format 2 kept an event delivered twice in different bytes (keys in another order) as two events; migrating
+    keeps one of each and records format 3. Example: trailsight migrate --lake ./lake
+    """
+    from trailsight.lake.migrate import migrate_lake
+
+    summary = migrate_lake(lake)
+    if summary.from_format == 3:
+        out.print(f"{lake} is already in the current format")
+        return
+    out.print(f"migrated {lake} from format {summary.from_format}: {summary.partitions:,} partitions checked, "
+              f"{summary.duplicates_removed:,} duplicate events removed, {summary.files_rewritten:,} files rewritten")
+
+
+@app.command()
 def sql(
     lake: LakeOption,
     query: Annotated[str, typer.Argument(help="SQL over the views cloudtrail and cloudtrail_insights.")],

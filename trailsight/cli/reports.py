@@ -23,6 +23,7 @@ from trailsight.cli.common import (
     out,
     parse_day,
 )
+from trailsight.errors import NoDataError
 
 
 @app.command()
@@ -61,6 +62,8 @@ def report(
     out.print(f"{parsed}: {summary.events:,} events, {summary.failed:,} failed calls, {summary.spikes} spikes, "
               f"findings {summary.findings}")
     out.print(f"wrote {len(summary.files)} files to {target} (open {target / 'report.html'})")
+    if not summary.events:
+        raise NoDataError(f"no data: the lake {lake} has no events dated {parsed}; was the day ingested?")
 
 
 @app.command()

@@ -9,11 +9,16 @@ Input that is not CloudTrail goes to quarantine with a reason instead of stoppin
 from __future__ import annotations
 
 import json
+import re
+import sys
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from functools import cache
+from json.decoder import scanstring
 from typing import Any
 
 import msgspec
@@ -123,21 +128,152 @@ def load_json(text: bytes | str) -> Any:
     return json.loads(raw, parse_constant=_reject_constant)
 
 
+# Python's parsers (json, msgspec) count a level of nesting as a level of recursion. CloudTrail has no limit of
+# its own; a record nested a few thousand levels is still converted (kept as its text), deeper ones are refused.
+DEEP_NESTING_LIMIT = 4000
+
+
+@contextmanager
+def deep_parsing() -> Iterator[None]:
+    """Let Python's parsers nest up to DEEP_NESTING_LIMIT levels, for the few records that need it."""
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, DEEP_NESTING_LIMIT + 100))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
+
+
 def parse_json(text: bytes) -> Any:
     """Parsed JSON text; anything that is not valid JSON is BadInput with the parser's reason."""
     try:
         return load_json(text)
     except orjson.JSONDecodeError as orjson_error:
         try:
-            return json.loads(text, parse_constant=_reject_constant)
+            with deep_parsing():
+                return json.loads(text, parse_constant=_reject_constant)
         except RecursionError as exc:
-            raise BadInput("invalid JSON: nested too deeply") from exc
+            raise BadInput(f"invalid JSON: nested more than {DEEP_NESTING_LIMIT:,} levels deep") from exc
         except (ValueError, UnicodeDecodeError):
             raise BadInput(f"invalid JSON: {orjson_error}") from None
     except RecursionError as exc:
-        raise BadInput("invalid JSON: nested too deeply") from exc
+        raise BadInput(f"invalid JSON: nested more than {DEEP_NESTING_LIMIT:,} levels deep") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(f"invalid JSON: {exc}") from None
+
+
+class _Inexact(Exception):
+    """Python's value of some JSON text would not say exactly what the text says."""
+
+
+def _distinct_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({key for key, _ in pairs}) != len(pairs):
+        raise _Inexact("a key appears twice in one object")
+    return dict(pairs)
+
+
+def _exact_float(text: str) -> float:
+    value = float(text)
+    if Decimal(repr(value)) != Decimal(text):
+        raise _Inexact(f"{text} is not exactly a double")
+    return value
+
+
+def exact_value(text: bytes) -> Any:
+    """The value of JSON text when Python's value says exactly what the text says, else the text itself.
+
+    The text is kept, as an `orjson.Fragment` that orjson writes out verbatim, when its value is a number a double
+    cannot hold (1e400, 1e-400, 1.00000000000000000000001), an integer beyond 64 bits, a string with a lone
+    surrogate escape, an object with a key twice, or nesting deeper than orjson writes: so the event rebuilt is
+    JSON-equal to the one delivered. Text that orjson writes back byte for byte is exact, the usual quick case.
+    """
+    try:
+        value = orjson.loads(text)
+        if orjson.dumps(value) == text:
+            return value
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        pass
+    try:
+        with deep_parsing():
+            value = json.loads(text, object_pairs_hook=_distinct_pairs, parse_float=_exact_float,
+                               parse_constant=_reject_constant)
+        orjson.dumps(value)  # nesting, integers and strings orjson cannot write
+        return value
+    except (_Inexact, RecursionError, orjson.JSONEncodeError):
+        return orjson.Fragment(text)
+
+
+_WHITESPACE = " \t\n\r"
+_VALUE_DECODER = json.JSONDecoder(object_pairs_hook=lambda pairs: None, parse_float=lambda text: None)
+
+
+def _skip_whitespace(text: str, at: int) -> int:
+    while at < len(text) and text[at] in _WHITESPACE:
+        at += 1
+    return at
+
+
+def top_level_fields(text: str) -> list[tuple[str, str]] | None:
+    """Each (key, value's JSON text) of a JSON object's top level, in order, a repeated key as often as it
+    appears; None when the text is not an object. ValueError when it is not valid JSON."""
+    at = _skip_whitespace(text, 0)
+    if text[at : at + 1] != "{":
+        return None
+    fields: list[tuple[str, str]] = []
+    at = _skip_whitespace(text, at + 1)
+    if text[at : at + 1] == "}":
+        return fields
+    while True:
+        if text[at : at + 1] != '"':
+            raise ValueError(f"expected a key at character {at}")
+        key, at = scanstring(text, at + 1)
+        at = _skip_whitespace(text, at)
+        if text[at : at + 1] != ":":
+            raise ValueError(f"expected ':' at character {at}")
+        start = _skip_whitespace(text, at + 1)
+        with deep_parsing():
+            _, at = _VALUE_DECODER.raw_decode(text, start)
+        fields.append((key, text[start:at]))
+        at = _skip_whitespace(text, at)
+        if text[at : at + 1] == ",":
+            at = _skip_whitespace(text, at + 1)
+        elif text[at : at + 1] == "}":
+            return fields
+        else:
+            raise ValueError(f"expected ',' or '}}' at character {at}")
+
+
+def exact_object(text: bytes) -> Any:
+    """A JSON object whose top-level values are each `exact_value`: only the inexact fields stay text.
+
+    BadInput when a key appears twice at the top level (which field is the event's would be a guess) or holds a
+    lone surrogate (no column or patch can name it).
+    """
+    try:
+        value = exact_value(text)
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise BadInput(f"invalid JSON: {exc}") from None
+    if not isinstance(value, orjson.Fragment):
+        return value
+    try:
+        fields = top_level_fields(text.decode())
+    except RecursionError as exc:
+        raise BadInput(f"invalid JSON: nested more than {DEEP_NESTING_LIMIT:,} levels deep") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadInput(f"invalid JSON: {exc}") from None
+    if fields is None:
+        return parse_json(text)
+    keys = [key for key, _ in fields]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise BadInput(f"the field {key!r} appears {keys.count(key)} times in the event: which one is the "
+                           f"event's cannot be told, so it is quarantined rather than one silently dropped")
+        try:
+            key.encode()
+        except UnicodeEncodeError:
+            raise BadInput(f"a field name holds a lone surrogate escape: {key.encode(errors='backslashreplace')!r}"
+                           ) from None
+    return {key: exact_value(item.encode()) for key, item in fields}
 
 
 def parse_records(text: bytes) -> list[Any]:
@@ -154,13 +290,36 @@ def parse_records(text: bytes) -> list[Any]:
 def record_texts(text: bytes) -> list[bytes | msgspec.Raw]:
     """Each record's JSON text as delivered: the bytes its identity is computed from.
 
-    A document the fast splitter refuses is parsed in full, so that its error is reported precisely or, when it
-    is valid after all (a lone surrogate escape, say), its records are re-serialized canonically.
+    What the fast splitter refuses is split again allowing deeper nesting and lone surrogate escapes; a document
+    still refused is parsed in full, so that its error is reported precisely or, when it is valid after all, its
+    records are re-serialized canonically.
     """
     try:
         return split_records(text)
     except DECODE_ERRORS:
+        pass
+    try:
+        with deep_parsing():
+            return _split_keeping_surrogates(text)
+    except DECODE_ERRORS:
         return [canonical_json(record) for record in parse_records(text)]
+
+
+# A \uD800-\uDFFF escape, which msgspec refuses unless it is half of a pair; replaced by an escape of the same
+# length only to find where each record starts and ends.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _split_keeping_surrogates(text: bytes) -> list[bytes]:
+    stand_in = _SURROGATE_ESCAPE.sub(rb"\\u0020", text)
+    texts = []
+    at = 0
+    for raw in split_records(stand_in):
+        piece = bytes(raw)
+        at = stand_in.index(piece, at)
+        texts.append(text[at : at + len(piece)])
+        at += len(piece)
+    return texts
 
 
 def canonical_json(value: Any) -> bytes:
@@ -186,6 +345,24 @@ def record_identity(text: bytes | msgspec.Raw) -> int:
     events sharing an eventID differ in their bytes.
     """
     return xxhash.xxh3_64_intdigest(text)
+
+
+def _content_object(pairs: list[tuple[str, Any]]) -> tuple[str, list[tuple[str, Any]]]:
+    return ("object", sorted(pairs, key=repr))
+
+
+def _content_number(text: str) -> tuple[str, Decimal]:
+    value = Decimal(text)
+    return ("number", value.normalize() if value else Decimal(0))
+
+
+def content_identity(text: bytes) -> int:
+    """A 128-bit hash equal for exactly the JSON-equal texts: key order, spacing and the spelling of a number
+    (1e2, 100.0) do not count; a repeated key does. Slow: only for records whose eventID is seen twice."""
+    with deep_parsing():
+        value = json.loads(text, object_pairs_hook=_content_object, parse_float=_content_number,
+                           parse_int=_content_number, parse_constant=_reject_constant)
+        return xxhash.xxh3_128_intdigest(repr(value).encode(errors="surrogatepass"))
 
 
 def signed_identity(identity: int) -> int:
@@ -326,7 +503,7 @@ def converter_for(f: Field) -> Converter:
 def _rebuild_value(f: Field, value: Any) -> Any:
     match f.type:
         case "json":
-            return load_json(value)
+            return exact_value(value.encode())
         case "timestamp":
             return format_event_time(value)
         case "map":
@@ -354,7 +531,7 @@ def rebuild_event(row: dict[str, Any], schema: TableSchema | None = None) -> dic
     event = {c.source: _rebuild_value(c, row[c.name]) for c in schema.columns if row.get(c.name) is not None}
     extra = row.get("extrafields")
     if extra:
-        _merge(event, load_json(extra), {c.source: c for c in schema.columns})
+        _merge(event, exact_object(extra.encode()), {c.source: c for c in schema.columns})
     return event
 
 
@@ -558,10 +735,18 @@ class BatchConverter:
         if self.keep_identities:
             result.identities = identities
         typed = self.typed
+        first, event_keys = len(typed.events), typed.event_keys
         for index, raw in enumerate(records):
             origin = (source, index, raw, identities[index])
             if not typed.add(origin):
                 self._convert_exactly(origin)
+        # Every `"event` in the text should be a field of an event taken (or in "events.amazonaws.com"): one more
+        # may be a key given twice.
+        taken, found = typed.event_keys - event_keys, text.count(b'"event')
+        if found != taken and found - text.count(b'"events') != taken:
+            for origin in typed.take_back_repeated_keys(first):
+                self._convert_exactly(origin)
+            result.quarantined.sort(key=lambda q: q.index)
         return result
 
     def _convert_exactly(self, origin: Origin) -> None:
@@ -569,7 +754,7 @@ class BatchConverter:
         source = self.typed.sources[number]
         record: Any = None
         try:
-            record = parse_json(bytes(raw))
+            record = exact_object(bytes(raw))
             reason = _record_reason(record)
             if reason:
                 raise BadInput(reason)

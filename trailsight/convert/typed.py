@@ -10,13 +10,16 @@ handed back to the exact row-by-row conversion in `conversion`, so both paths ke
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from operator import attrgetter
 from typing import Any
 
 import msgspec
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
@@ -69,6 +72,9 @@ class _Decoders:
     memoized: dict[str, msgspec.json.Decoder]
     columns: tuple[Field, ...]
     schema: pa.Schema
+    event_fields: Callable[[msgspec.Struct], tuple[Any, ...]]
+    """The values of the top-level fields named `event...` (eventTime, eventID, ...): counted to catch a
+    repeated key."""
 
 
 @cache
@@ -79,7 +85,8 @@ def _decoders() -> _Decoders:
     memoized = {c.source: msgspec.json.Decoder(_msgspec_type(c, c.name)) for c in schema.columns
                 if c.source in MEMOIZED}
     return _Decoders(msgspec.json.Decoder(log_file), msgspec.json.Decoder(event), memoized, schema.columns,
-                     arrow_schema(schema))
+                     arrow_schema(schema),
+                     attrgetter(*(c.source for c in schema.columns if c.source.startswith("event"))))
 
 
 def split_records(text: bytes) -> list[msgspec.Raw]:
@@ -113,6 +120,8 @@ class TypedBatch:
         self.events: list[msgspec.Struct] = []
         self.origins: list[Origin] = []
         self.sources: list[Source] = []
+        self.event_keys = 0
+        """How many `event...` fields the events taken so far have: see `take_back_repeated_keys`."""
 
     def add_source(self, source: Source) -> int:
         self.sources.append(source)
@@ -129,9 +138,32 @@ class TypedBatch:
             return False
         if event.eventType == INSIGHT_EVENT_TYPE or (source or "").startswith(NOTIFICATION_SOURCE_PREFIX):
             return False
+        present = self.decoders.event_fields(event)
+        self.event_keys += len(present) - present.count(None)
         self.events.append(event)
         self.origins.append(origin)
         return True
+
+    def take_back_repeated_keys(self, first: int) -> list[Origin]:
+        """Hand back the events taken since position `first` whose text holds an `event...` key more often than
+        the decoded event has such fields: a repeated eventTime or eventID decodes as its last value, silently,
+        so the exact conversion must see those records. Free-form values naming "event..." come back too, only
+        to be converted more slowly. Called for a file whose text counts more such keys than its events have.
+        """
+        kept_events: list[msgspec.Struct] = []
+        kept_origins: list[Origin] = []
+        handed_back = []
+        for event, origin in zip(self.events[first:], self.origins[first:], strict=True):
+            present = self.decoders.event_fields(event)
+            text = bytes(origin[2])
+            if text.count(b'"event') - text.count(b'"events') == len(present) - present.count(None):
+                kept_events.append(event)
+                kept_origins.append(origin)
+            else:
+                handed_back.append(origin)
+        self.events[first:] = kept_events
+        self.origins[first:] = kept_origins
+        return handed_back
 
     def build(self) -> tuple[pa.Table, np.ndarray, np.ndarray, list[Origin]]:
         """(the rows that converted, their day numbers, their source numbers, the records handed back)."""
@@ -193,9 +225,41 @@ class TypedBatch:
             except DECODE_ERRORS:
                 decoded.append(None)
                 failed.append(number)
+                continue
+            if _repeats_a_key(bytes(values[row])):
+                failed.append(number)
         if failed:
             refused |= np.isin(positions, failed)
         return _column(c, decoded).take(pa.array(positions, mask=positions < 0))
+
+
+class _RepeatedKey(Exception):
+    pass
+
+
+def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({key for key, _ in pairs}) != len(pairs):
+        raise _RepeatedKey
+    return dict(pairs)
+
+
+def _repeats_a_key(text: bytes) -> bool:
+    """Whether JSON text gives a key twice in one object, which a struct decodes as its last value, silently.
+
+    Checked once per distinct text: text that orjson writes back byte for byte has no repeated key.
+    """
+    try:
+        if orjson.dumps(orjson.loads(text)) == text:
+            return False
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        pass
+    try:
+        json.loads(text, object_pairs_hook=_refuse_repeats)
+    except _RepeatedKey:
+        return True
+    except (ValueError, RecursionError):
+        return False  # the struct decoder accepted it; whatever this is, it is not a repeated key
+    return False
 
 
 def _names_its_moment(texts: pa.Array, times: pa.Array) -> np.ndarray:

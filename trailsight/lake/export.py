@@ -14,7 +14,7 @@ import orjson
 import pyarrow.parquet as pq
 
 from trailsight.convert.records import CLOUDTRAIL_TABLE, INSIGHTS_TABLE, rebuild_event
-from trailsight.lake.layout import lake_files
+from trailsight.lake.layout import lake_files, require_lake
 from trailsight.schema import load_schema
 from trailsight.storage.store import Storage, as_storage
 
@@ -36,6 +36,7 @@ def export(lake: str | Storage, out: str | Storage, start: date | None = None, e
            events_per_file: int = EVENTS_PER_FILE) -> ExportSummary:
     """Write the events of [start, end] (all when no dates) back out as CloudTrail log files."""
     lake = as_storage(lake)
+    require_lake(lake)
     out = as_storage(out)
     schema = load_schema()
     summary = ExportSummary()

@@ -42,7 +42,7 @@ from trailsight.lake.layout import RUNS_PREFIX, check_lake_format
 from trailsight.lake.lock import _pid_alive, lake_lock
 from trailsight.lake.writer import MAX_BUFFERED_ROWS, PartitionWriter, RowPiece, write_quarantine
 from trailsight.source.discovery import Discovery, LogObject, discover
-from trailsight.storage.store import Storage, as_storage
+from trailsight.storage.store import Storage, as_storage, printable_key
 
 SPILL_PREFIX = "trailsight-ingest-"
 
@@ -124,6 +124,14 @@ def select_event_files(found: Discovery, start: date | None, end: date | None,
         if obj.delivery_date <= end or (obj.delivered_at is None or obj.delivered_at < cutoff):
             selected.append(obj)
     return selected
+
+
+def _skipped_files(found: Discovery, start: date | None, end: date | None, late_hours: int) -> list[ConvertedFile]:
+    """The log files of the range that cannot be taken (a name that is not UTF-8), as files quarantined with
+    their reason, under a printable form of their key."""
+    reasons = {obj.key: reason for obj, reason in found.skipped}
+    chosen = select_event_files(Discovery([obj for obj, _ in found.skipped], [], []), start, end, late_hours)
+    return [ConvertedFile(printable_key(obj.key), file_error=reasons[obj.key]) for obj in chosen]
 
 
 @cache
@@ -250,12 +258,16 @@ def ingest(
     scan_end = end + timedelta(days=1) if end else None
     found = discover(source, start, scan_end, accounts, regions)
     files = select_event_files(found, start, end, late_hours)
-    summary.files_found = len(files)
+    skipped = _skipped_files(found, start, end, late_hours)
+    summary.files_found = len(files) + len(skipped)
     summary.digests_found = sum(1 for d in found.digests if end is None or (d.delivery_date or end) <= end)
     summary.other_objects = len(found.others)
     with lake_lock(lake, f"ingest {start or 'all'}..{end or 'all'} from {source.url}"), _ingest_memory_pool():
         check_lake_format(lake, claim=True)
         remove_stale_spills()
+        for converted in skipped:
+            summary.count(converted)
+            summary.quarantine.append(write_quarantine(lake, converted) or converted.key)
         groups = batches(files)
         workers = workers or default_workers()
         parallel = workers > 1 and len(groups) > 1

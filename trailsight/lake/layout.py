@@ -6,6 +6,7 @@ from datetime import date
 
 import numpy as np
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trailsight.convert.records import (
@@ -13,7 +14,7 @@ from trailsight.convert.records import (
     INSIGHTS_TABLE,
     Partition,
 )
-from trailsight.errors import TrailsightError
+from trailsight.errors import StorageError, TrailsightError
 from trailsight.storage.store import Storage, as_storage
 
 TABLES = (CLOUDTRAIL_TABLE, INSIGHTS_TABLE)
@@ -43,7 +44,16 @@ def partition_of(data_key: str) -> Partition:
 FORMAT_KEY = "_trailsight/format.json"
 
 
-LAKE_FORMAT = {"format": 2, "eventhash": "xxh3-64 of each record's JSON text as delivered"}
+LAKE_FORMAT = {"format": 3, "eventhash": "xxh3-64 of each record's JSON text as delivered; records sharing an "
+                             "eventID are compared by content, and one JSON-equal to a stored event is a duplicate"}
+MIGRATE_COMMAND = "trailsight migrate --lake"
+
+
+def require_lake(lake: Storage) -> None:
+    """Refuse a location that holds no lake: a mistyped path must fail, not read as a lake without events."""
+    lake.check_root()
+    if not (lake.exists(FORMAT_KEY) or any(lake.exists(table) for table in TABLES)):
+        raise StorageError(f"no trailsight lake at {lake.url} (neither {FORMAT_KEY} nor a table folder)")
 
 
 def check_lake_format(lake: Storage, claim: bool = False) -> None:
@@ -56,6 +66,10 @@ def check_lake_format(lake: Storage, claim: bool = False) -> None:
         found = orjson.loads(lake.read_bytes(FORMAT_KEY)).get("format")
         if found == LAKE_FORMAT["format"]:
             return
+        if found == 2:
+            raise TrailsightError(f"the lake {lake.url} has format 2, which kept an event delivered twice in "
+                                  f"different bytes (its keys in another order) as two; run `{MIGRATE_COMMAND} "
+                                  f"{lake.url}` once to remove such copies and move it to format 3")
         raise TrailsightError(f"the lake {lake.url} has format {found!r}; this trailsight reads and writes format "
                               f"{LAKE_FORMAT['format']}: use the trailsight that wrote it, or a new lake")
     if any(next(iter(lake.list_files(table)), None) is not None for table in TABLES):
@@ -67,11 +81,29 @@ def check_lake_format(lake: Storage, claim: bool = False) -> None:
         lake.write_bytes(FORMAT_KEY, orjson.dumps(LAKE_FORMAT, option=orjson.OPT_INDENT_2))
 
 
+ALIASES_PREFIX = "_trailsight/aliases"
+
+
+def alias_key(partition: Partition, name: str) -> str:
+    """Where the byte hashes of records dropped as JSON-equal to a stored event of the partition are kept."""
+    return f"{ALIASES_PREFIX}/{partition_key(partition)}/alias-{name}.parquet"
+
+
 def partition_hashes(lake: Storage, partition: Partition) -> np.ndarray:
-    """The sorted `eventhash` values of a partition's files: its events' identities, read column-only."""
-    parts = [pq.read_table(lake.path(obj.key), columns=["eventhash"], filesystem=lake.fs).column("eventhash")
-             .to_numpy() for obj in lake.list_files(partition_key(partition)) if obj.key.endswith(".parquet")]
+    """The sorted `eventhash` values a partition stands for: its files' (read column-only) and its aliases'
+    (records delivered in other bytes that are JSON-equal to one of its events)."""
+    keys = [obj.key for prefix in (partition_key(partition), f"{ALIASES_PREFIX}/{partition_key(partition)}")
+            for obj in lake.list_files(prefix) if obj.key.endswith(".parquet")]
+    parts = [pq.read_table(lake.path(key), columns=["eventhash"], filesystem=lake.fs).column("eventhash").to_numpy()
+             for key in keys]
     return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+
+def partition_event_ids(lake: Storage, partition: Partition) -> pa.ChunkedArray:
+    """The eventID column of a partition's files."""
+    parts = [pq.read_table(lake.path(obj.key), columns=["eventid"], filesystem=lake.fs).column("eventid")
+             for obj in lake.list_files(partition_key(partition)) if obj.key.endswith(".parquet")]
+    return pa.chunked_array([chunk for part in parts for chunk in part.chunks], pa.string())
 
 
 def _day_folders(lake: Storage, table: str, start: date | None, end: date | None) -> list[tuple[date, str]]:

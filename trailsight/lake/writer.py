@@ -12,16 +12,26 @@ from functools import cache
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import xxhash
 
 from trailsight.convert.records import (
     CLOUDTRAIL_TABLE,
     ConvertedFile,
     Partition,
+    content_identity,
+    rebuild_event,
 )
 from trailsight.errors import TrailsightError
 from trailsight.lake.derived import Deriver
-from trailsight.lake.layout import QUARANTINE_PREFIX, partition_hashes, partition_key
+from trailsight.lake.layout import (
+    QUARANTINE_PREFIX,
+    alias_key,
+    partition_event_ids,
+    partition_hashes,
+    partition_key,
+)
 from trailsight.lake.lock import _pid_alive
 from trailsight.schema import arrow_schema, load_schema
 from trailsight.storage.store import Storage
@@ -95,19 +105,44 @@ def load(rows: Rows) -> pa.Table:
     return rows
 
 
+def event_id_hashes(event_ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """xxh3-64 of each eventID (a missing one hashes as empty): where two records may be one event."""
+    digest = xxhash.xxh3_64_intdigest
+    values = event_ids.cast(pa.binary()).to_pylist()
+    return np.array([digest(value or b"") for value in values], dtype=np.uint64).view(np.int64)
+
+
 @dataclass
 class RowPiece:
-    """Converted rows of one partition, with the two columns the writer decides on."""
+    """Converted rows of one partition, with the columns the writer decides on."""
 
     rows: Rows
     hashes: np.ndarray
     times: np.ndarray
+    ids: np.ndarray
+    """`event_id_hashes` of the rows."""
 
     @classmethod
     def of(cls, rows: pa.Table, spill_folder: str | None) -> RowPiece:
         times = rows.column("eventtime").cast(pa.int64()).to_numpy()
         hashes = rows.column("eventhash").to_numpy()
-        return cls(spill(rows, spill_folder) if spill_folder else rows, hashes, times)
+        ids = event_id_hashes(rows.column("eventid"))
+        return cls(spill(rows, spill_folder) if spill_folder else rows, hashes, times, ids)
+
+
+def content_of(row: dict) -> int:
+    """`content_identity` of the event a lake row holds."""
+    return content_identity(orjson.dumps(rebuild_event(row)))
+
+
+def _rows_at(pieces: list[Rows], lengths: list[int], indices: np.ndarray) -> list[dict]:
+    """The rows at positions of the pieces taken end to end, as dicts, in the order asked."""
+    starts = np.cumsum([0, *lengths])
+    found = []
+    for index in indices.tolist():
+        number = int(np.searchsorted(starts, index, side="right")) - 1
+        found.append(load(pieces[number]).slice(index - int(starts[number]), 1).to_pylist()[0])
+    return found
 
 
 @dataclass
@@ -175,6 +210,9 @@ class PartitionWriter:
         self.buffers: dict[Partition, list[RowPiece]] = {}
         self.buffered: dict[Partition, int] = {}
         self.known: dict[Partition, np.ndarray] = {}
+        self.known_ids: dict[Partition, np.ndarray] = {}
+        self.aliases: list[tuple[Partition, np.ndarray]] = []
+        self.aliases_writing: list[tuple[Partition, np.ndarray]] = []
         self.written = 0
         self.duplicates = 0
         self.files_written: list[str] = []
@@ -196,6 +234,11 @@ class PartitionWriter:
             self.known[partition] = partition_hashes(self.lake, partition)
         return self.known[partition]
 
+    def _existing_ids(self, partition: Partition) -> np.ndarray:
+        if partition not in self.known_ids:
+            self.known_ids[partition] = np.unique(event_id_hashes(partition_event_ids(self.lake, partition)))
+        return self.known_ids[partition]
+
     def flush(self, partition: Partition) -> None:
         """Decide the partition's next file: its new events, in time order, once each."""
         pieces = self.buffers.pop(partition, [])
@@ -206,8 +249,13 @@ class PartitionWriter:
         _, first = np.unique(hashes, return_index=True)
         existing = self._existing_hashes(partition)
         fresh = first[~np.isin(hashes[first], existing, assume_unique=True)] if len(existing) else first
+        fresh, aliases = self._without_equal_content(partition, pieces, fresh)
         self.duplicates += len(hashes) - len(fresh)
+        if len(aliases):
+            self.aliases.append((partition, aliases))
+            existing = np.sort(np.concatenate([existing, aliases]))
         if not len(fresh):
+            self.known[partition] = existing
             return
         times = np.concatenate([piece.times for piece in pieces])
         ordered = fresh[np.lexsort((hashes[fresh], times[fresh]))]
@@ -215,8 +263,38 @@ class PartitionWriter:
         key = f"{partition_key(partition)}/part-{_hash_of_hashes(new_hashes)}.parquet"
         self.round.append(FileToWrite(key, partition, [piece.rows for piece in pieces], ordered))
         self.known[partition] = np.sort(np.concatenate([existing, new_hashes]))
+        self.known_ids[partition] = np.union1d(self._existing_ids(partition),
+                                               np.concatenate([piece.ids for piece in pieces])[ordered])
         self.written += len(ordered)
         self.files_written.append(key)
+
+    def _without_equal_content(self, partition: Partition, pieces: list[RowPiece],
+                               fresh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The fresh rows less those JSON-equal to an event kept before them, and the byte hashes of those.
+
+        Bytes that differ can still be one event (its keys in another order, a number spelt otherwise). Only rows
+        whose eventID is already in the partition, or twice among the fresh rows, are compared by content: one
+        lookup for the rest, the usual case.
+        """
+        ids = np.concatenate([piece.ids for piece in pieces])[fresh]
+        values, counts = np.unique(ids, return_counts=True)
+        suspect = np.isin(ids, values[counts > 1]) | np.isin(ids, self._existing_ids(partition))
+        if not suspect.any():
+            return fresh, np.empty(0, np.int64)
+        candidates = np.sort(fresh[suspect])
+        rows = _rows_at([piece.rows for piece in pieces], [len(piece.hashes) for piece in pieces], candidates)
+        seen = {content_of(row) for row in
+                partition_rows_with_ids(self.lake, partition, sorted({row["eventid"] or "" for row in rows}))}
+        dropped = []
+        for index, row in zip(candidates.tolist(), rows, strict=True):
+            content = content_of(row)
+            if content in seen:
+                dropped.append(index)
+            seen.add(content)
+        if not dropped:
+            return fresh, np.empty(0, np.int64)
+        hashes = np.concatenate([piece.hashes for piece in pieces])
+        return fresh[~np.isin(fresh, dropped)], hashes[dropped]
 
     def write_round(self, shares: int = 1) -> None:
         """Write the files decided since the last round; in the pool, after the previous round has finished.
@@ -225,13 +303,17 @@ class PartitionWriter:
         nothing is left to convert, keeps every worker busy.
         """
         files, self.round = self.round, []
+        aliases, self.aliases = self.aliases, []
         self._wait_for_writing()
         if not files:
+            self._write_aliases(aliases)
             return
         if self.pool is None:
             self.deriver = self.deriver or Deriver()
             write_files(self.lake, files, self.deriver)
+            self._write_aliases(aliases)
             return
+        self.aliases_writing = aliases
         tasks: list[list[FileToWrite]] = [[] for _ in range(min(shares, len(files)))]
         for file in sorted(files, key=lambda f: -len(f.order)):
             min(tasks, key=lambda task: sum(len(f.order) for f in task)).append(file)
@@ -241,6 +323,14 @@ class PartitionWriter:
         writing, self.writing = self.writing, []
         for task in writing:
             task.result()
+        aliases, self.aliases_writing = self.aliases_writing, []
+        self._write_aliases(aliases)
+
+    def _write_aliases(self, aliases: list[tuple[Partition, np.ndarray]]) -> None:
+        """Record the byte hashes of records dropped as JSON-equal to a kept event, once that event's file is
+        written: a re-delivery of the same bytes is then a duplicate at once, and the raw file verifies."""
+        for partition, hashes in aliases:
+            write_aliases(self.lake, partition, hashes)
 
     def close(self) -> None:
         for partition in sorted(self.buffers):
@@ -249,6 +339,29 @@ class PartitionWriter:
         self._wait_for_writing()
         if self.deriver is not None:
             self.deriver.close()
+
+
+def write_aliases(lake: Storage, partition: Partition, hashes: np.ndarray) -> None:
+    """A partition's alias file: eventhash values that stand for events the partition holds in other bytes."""
+    table = pa.table({"eventhash": pa.array(np.sort(hashes), pa.int64())})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    lake.write_bytes(alias_key(partition, _hash_of_hashes(hashes)), sink.getvalue())
+
+
+def partition_rows_with_ids(lake: Storage, partition: Partition, event_ids: list[str]) -> list[dict]:
+    """The stored rows of a partition with one of these eventIDs (an empty one meaning none)."""
+    wanted = pa.array([event_id for event_id in event_ids if event_id], pa.string())
+    found = []
+    for obj in lake.list_files(partition_key(partition)):
+        if not obj.key.endswith(".parquet"):
+            continue
+        rows = pq.read_table(lake.path(obj.key), filesystem=lake.fs)
+        ids = rows.column("eventid")
+        keep = pc.or_(pc.is_in(ids, value_set=wanted), pc.is_null(ids)) if "" in event_ids else pc.is_in(
+            ids, value_set=wanted)
+        found += rows.filter(pc.fill_null(keep, False)).to_pylist()
+    return found
 
 
 def write_quarantine(lake: Storage, converted: ConvertedFile) -> str | None:

@@ -27,7 +27,7 @@ from trailsight.lake.derived import (
     derived_tables,
     existing_keys,
 )
-from trailsight.lake.layout import lake_files, partition_of
+from trailsight.lake.layout import lake_files, partition_of, require_lake
 from trailsight.query.sqlfiles import create_views, prepare_connection
 from trailsight.schema import TableSchema, duckdb_type, load_schema, partition_schema
 from trailsight.storage.aws import region_name, s3_endpoint
@@ -93,6 +93,7 @@ def _register_s3_table(con: duckdb.DuckDBPyConnection, lake: Storage, table: str
 def connect(lake: str | Storage) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the lake's tables as views (local folder or S3)."""
     lake = as_storage(lake)
+    require_lake(lake)
     schema = load_schema()
     con = duckdb.connect()
     prepare_connection(con)

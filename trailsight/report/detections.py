@@ -244,7 +244,7 @@ def event_detail(control: Control, row: dict[str, Any]) -> str:
     if control.id in ("console-login-without-mfa", "cis-4.2"):
         outcome = "failed" if row.get("errormessage") or row.get("errorcode") else "succeeded"
         return f"ConsoleLogin {outcome}, MFAUsed={row.get('mfa_used') or 'absent'}"
-    detail = f"{row['eventsource'].split('.')[0]}:{name}"
+    detail = f"{(row['eventsource'] or '(missing)').split('.')[0]}:{name}"
     if row.get("errorcode"):
         detail += f" (failed: {row['errorcode']})"
     elif row.get("errormessage"):

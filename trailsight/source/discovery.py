@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
@@ -55,6 +55,8 @@ class Discovery:
     event_files: list[LogObject]
     digests: list[LogObject]
     others: list[LogObject]
+    skipped: list[tuple[LogObject, str]] = field(default_factory=list)
+    """Objects that look like log files but cannot be taken, each with the reason (never silently dropped)."""
 
 
 def delivery_time(name: str) -> datetime | None:
@@ -120,6 +122,16 @@ def _classify(info_key: str, size: int, kind: ObjectKind, account: str, region: 
     return LogObject(info_key, size, kind, account, region, folder_date, delivery_time(name), org)
 
 
+def _unreadable_name(key: str) -> str | None:
+    """Why a key cannot be carried into the lake (its name is not text), or None."""
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        return ("its name is not valid UTF-8, so no lake column, report or bundle index can name it exactly; "
+                "rename it (its content is untouched) and run again")
+    return None
+
+
 def discover(
     storage: Storage,
     start: date | None = None,
@@ -154,7 +166,10 @@ def discover(
                         for info in storage.list_files(folder):
                             rest = info.key[len(region_key) + 1 :]
                             obj = _classify(info.key, info.size, kind, account, region, org, rest)
-                            if obj.is_event_file:
+                            reason = _unreadable_name(info.key)
+                            if reason:
+                                found.skipped.append((obj, reason))
+                            elif obj.is_event_file:
                                 found.event_files.append(obj)
                             elif obj.kind is ObjectKind.DIGEST:
                                 found.digests.append(obj)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,19 @@ def storage_error(message: str, exc: BaseException) -> StorageError:
     text = str(exc)
     transient = any(marker in text for marker in TRANSIENT_MARKERS) or isinstance(exc, TimeoutError | ConnectionError)
     return (TransientError if transient else StorageError)(f"{message}: {first_line(exc)}")
+
+
+# The temporary file `write_bytes` writes beside its target before renaming it: `.<name>.<32 hex digits>.tmp`.
+TEMPORARY_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
+
+
+def printable_key(key: str) -> str:
+    """A key as text that any output takes: a byte of a local name that is not UTF-8 written as `\\xff`."""
+    return key.encode(errors="surrogateescape").decode(errors="backslashreplace")
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 @dataclass(frozen=True)
@@ -87,18 +101,67 @@ class Storage:
 
     def list_dirs(self, key: str = "") -> list[str]:
         """Names of the sub-folders (common prefixes) directly under `key`, sorted."""
+        if self.is_local:
+            return sorted(os.path.basename(path) for path in self._local_dirs(self.path(key)))
         infos = self._info(self.path(key), recursive=False)
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
 
     def list_files(self, key: str = "", recursive: bool = True) -> Iterator[ObjectInfo]:
-        """Objects under `key`, sorted by key; hidden temporary files are skipped."""
-        infos = self._info(self.path(key), recursive=recursive)
-        files = [
-            ObjectInfo(self.key_of(i.path), i.size or 0)
-            for i in infos
-            if i.type == pafs.FileType.File and not i.base_name.startswith(".")
-        ]
+        """Objects under `key`, sorted by key; only this class's own temporary files are skipped.
+
+        Files whose names start with a dot are listed like any other: what they hold decides what is done with
+        them. A local name that is not UTF-8 comes back with its odd bytes as surrogate escapes, exactly.
+        """
+        if self.is_local:
+            files = [ObjectInfo(self.key_of(path), size) for path, size in self._local_files(self.path(key), recursive)
+                     if not TEMPORARY_NAME.match(os.path.basename(path))]
+        else:
+            infos = self._info(self.path(key), recursive=recursive)
+            files = [ObjectInfo(self.key_of(i.path), i.size or 0) for i in infos
+                     if i.type == pafs.FileType.File and not TEMPORARY_NAME.match(i.base_name)]
         return iter(sorted(files, key=lambda o: o.key))
+
+    def _scan(self, folder: str) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(folder) as entries:
+                return list(entries)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise storage_error(f"cannot list {printable_key(folder)}", exc) from exc
+
+    def _followed(self, entry: os.DirEntry[str]) -> bool:
+        """Whether a symbolic link leads to a place inside the root: links out of the tree are not followed."""
+        return not entry.is_symlink() or _inside(os.path.realpath(entry.path), self.root)
+
+    def _local_dirs(self, folder: str) -> list[str]:
+        found = []
+        for entry in self._scan(folder):
+            with contextlib.suppress(OSError):
+                if entry.is_dir() and self._followed(entry):
+                    found.append(entry.path)
+        return found
+
+    def _local_files(self, folder: str, recursive: bool) -> Iterator[tuple[str, int]]:
+        """(path, size) of the files under a local folder. A folder reached twice (a link back up the tree, a
+        loop) is listed once, so a listing always ends."""
+        visited: set[str] = set()
+        pending = [folder]
+        while pending:
+            current = pending.pop()
+            real = os.path.realpath(current)
+            if real in visited:
+                continue
+            visited.add(real)
+            for entry in self._scan(current):
+                with contextlib.suppress(OSError):  # a broken link, or a file removed meanwhile
+                    if not self._followed(entry):
+                        continue
+                    if entry.is_dir():
+                        if recursive:
+                            pending.append(entry.path)
+                    elif entry.is_file():
+                        yield entry.path, entry.stat().st_size
 
     def check_root(self) -> None:
         """Fail early, with the reason, when the folder or bucket itself is missing or forbidden."""
@@ -115,12 +178,22 @@ class Storage:
             raise StorageError(f"{self.url}: {reason}") from exc
 
     def exists(self, key: str) -> bool:
+        if self.is_local:
+            return os.path.lexists(self.path(key))
         try:
             return self.fs.get_file_info(self.path(key)).type != pafs.FileType.NotFound
         except OSError as exc:
             raise storage_error(f"cannot reach {self.path(key)}", exc) from exc
 
     def read_bytes(self, key: str) -> bytes:
+        if self.is_local:
+            try:
+                with open(self.path(key), "rb") as file:
+                    return file.read()
+            except (FileNotFoundError, IsADirectoryError) as exc:
+                raise StorageError(f"no such object: {printable_key(self.path(key))}") from exc
+            except OSError as exc:
+                raise storage_error(f"cannot read {printable_key(self.path(key))}", exc) from exc
         try:
             with self.fs.open_input_stream(self.path(key), compression=None) as stream:
                 return stream.read()
@@ -201,6 +274,14 @@ class Storage:
             raise storage_error(f"cannot read the metadata of s3://{bucket}/{object_key}", exc) from exc
 
     def delete(self, key: str) -> None:
+        if self.is_local:
+            try:
+                os.unlink(self.path(key))
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise storage_error(f"cannot delete {printable_key(self.path(key))}", exc) from exc
+            return
         try:
             self.fs.delete_file(self.path(key))
         except FileNotFoundError:
