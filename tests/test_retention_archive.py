@@ -14,9 +14,11 @@ from conftest import day_start, log_key, make_event
 
 from trailsight.errors import ArchiveError
 from trailsight.lake.ingest import ingest
-from trailsight.retention import archive
-from trailsight.retention.archive import archive_day, restore_day, verify_day
+from trailsight.retention import archive, bundle_store
+from trailsight.retention.archive import archive_day
 from trailsight.retention.policy import Policy, policy_from_dict
+from trailsight.retention.restore import restore_day
+from trailsight.retention.verify import verify_day
 from trailsight.storage.aws import client, split_s3_url
 from trailsight.storage.store import Storage
 
@@ -206,7 +208,7 @@ class Crash(Exception):
 
 def count_puts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    for cls in (archive._LocalBundles, archive._S3Bundles):
+    for cls in (bundle_store._LocalBundles, bundle_store._S3Bundles):
         original = cls.put
 
         def put(self: Any, key: str, *args: Any, _original: Any = original) -> str:
@@ -241,18 +243,18 @@ def test_crash_while_deleting_originals_resumes_without_writing_the_bundle_again
 def test_crash_after_the_bundle_is_written_does_not_write_it_twice(ingested, monkeypatch) -> None:
     source, lake, originals = ingested
     puts = count_puts(monkeypatch)
-    real_write = archive._write_manifest
+    real_write = archive.write_manifest
 
     def crash_when_uploaded(storage: Storage, key: str, manifest: archive.Manifest) -> None:
         if any(b.phase == "uploaded" for b in manifest.bundles):
             raise Crash
         real_write(storage, key, manifest)
 
-    monkeypatch.setattr(archive, "_write_manifest", crash_when_uploaded)
+    monkeypatch.setattr(archive, "write_manifest", crash_when_uploaded)
     with pytest.raises(Crash):
         archive_day(source, lake, DAY, policy(), today=LATER)
     assert len(puts) == 1 and sorted(raw_keys(source)) == sorted(originals)
-    monkeypatch.setattr(archive, "_write_manifest", real_write)
+    monkeypatch.setattr(archive, "write_manifest", real_write)
     result = archive_day(source, lake, DAY, policy(), today=LATER)
     assert result.status == "archived" and len(puts) == 2
     assert any("already written" in step for g in result.groups for step in g.steps)
@@ -262,8 +264,8 @@ def test_crash_after_the_bundle_is_written_does_not_write_it_twice(ingested, mon
 
 def test_crash_before_the_bundle_is_written_rebuilds_the_same_bundle(ingested, monkeypatch) -> None:
     source, lake, originals = ingested
-    monkeypatch.setattr(archive._LocalBundles, "put", lambda *a: (_ for _ in ()).throw(Crash()))
-    monkeypatch.setattr(archive._S3Bundles, "put", lambda *a: (_ for _ in ()).throw(Crash()))
+    monkeypatch.setattr(bundle_store._LocalBundles, "put", lambda *a: (_ for _ in ()).throw(Crash()))
+    monkeypatch.setattr(bundle_store._S3Bundles, "put", lambda *a: (_ for _ in ()).throw(Crash()))
     with pytest.raises(Crash):
         archive_day(source, lake, DAY, policy(), today=LATER)
     manifest_key = f"trailsight-archive/manifests/2024/05/01/{ACCOUNT}/eu-west-1.json"

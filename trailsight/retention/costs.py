@@ -27,7 +27,7 @@ import numpy as np
 
 from trailsight.errors import PolicyError
 from trailsight.resources import package_folder
-from trailsight.retention.archive import Member, estimated_bundle_size, group_of, index_bytes
+from trailsight.retention.bundle import Member, estimated_bundle_size, group_of, index_bytes
 from trailsight.retention.policy import (
     ARCHIVE_CLASSES,
     REQUIRED,
