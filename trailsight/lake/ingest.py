@@ -39,9 +39,10 @@ from trailsight.convert.records import (
 )
 from trailsight.errors import StorageError, TrailsightError
 from trailsight.lake.layout import RUNS_PREFIX, check_lake_format
-from trailsight.lake.lock import _pid_alive, lake_lock
+from trailsight.lake.lock import lake_lock
 from trailsight.lake.writer import MAX_BUFFERED_ROWS, PartitionWriter, RowPiece, write_quarantine
 from trailsight.source.discovery import Discovery, LogObject, discover
+from trailsight.storage.lock import pid_alive
 from trailsight.storage.store import Storage, as_storage
 
 SPILL_PREFIX = "trailsight-ingest-"
@@ -328,7 +329,7 @@ def remove_stale_spills() -> None:
     for parent in {SHARED_MEMORY, Path(tempfile.gettempdir())}:  # every place spill_parent() can choose
         for stale in parent.glob(f"{SPILL_PREFIX}*"):
             pid = stale.name.removeprefix(SPILL_PREFIX).split("-")[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(stale, ignore_errors=True)
 
 

@@ -22,8 +22,8 @@ from trailsight.convert.records import (
 from trailsight.errors import TrailsightError
 from trailsight.lake.derived import Deriver
 from trailsight.lake.layout import QUARANTINE_PREFIX, partition_hashes, partition_key
-from trailsight.lake.lock import _pid_alive
 from trailsight.schema import arrow_schema, load_schema
+from trailsight.storage.lock import pid_alive
 from trailsight.storage.store import Storage
 
 # Rows in memory, or the path of an Arrow file they were spilled to.
@@ -129,7 +129,7 @@ def write_files(lake: Storage, files: list[FileToWrite], deriver: Deriver, owner
     """
     to_derive = []
     for file in files:
-        if owner is not None and not _pid_alive(owner):
+        if owner is not None and not pid_alive(owner):
             raise TrailsightError(f"the ingest that holds the lake's lock (pid {owner}) is gone; not writing")
         rows = pa.concat_tables([load(piece) for piece in file.pieces]).take(pa.array(file.order))
         for piece in file.pieces:

@@ -7,12 +7,15 @@ Writes are atomic: a reader sees the old object or the new one, never a partial 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -20,6 +23,9 @@ from botocore.exceptions import ClientError
 
 from trailsight.errors import StorageError, TransientError, first_line
 from trailsight.storage.aws import client, region_name, s3_endpoint
+
+# S3 answers a failed If-Match / If-None-Match / per-object ETag condition with one of these codes.
+CONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict", "412", "NoSuchKey", "404")
 
 TRANSIENT_MARKERS = ("SlowDown", "503", "500 ", "InternalError", "ServiceUnavailable", "Throttl", "RequestTimeout",
                      "timed out", "Timeout", "Connection reset", "connection reset", "Broken pipe", "curlCode: 28",
@@ -188,6 +194,103 @@ class Storage:
             raise StorageError(f"cannot create s3://{target}: {code or exc}") from exc
         return True
 
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        """An object's bytes and its tag, which changes whenever the object is rewritten (S3: the ETag of exactly
+        these bytes; a local file: their SHA-256). The tag is what `replace_if` and `delete_if` compare."""
+        if self.is_local:
+            data = self.read_bytes(key)
+            return data, hashlib.sha256(data).hexdigest()
+        bucket, _, object_key = self.path(key).partition("/")
+        try:
+            response = client("s3").get_object(Bucket=bucket, Key=object_key)
+            return response["Body"].read(), response["ETag"]
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                raise StorageError(f"no such object: s3://{bucket}/{object_key}") from exc
+            raise storage_error(f"cannot read s3://{bucket}/{object_key}", exc) from exc
+
+    def replace_if(self, key: str, tag: str, data: bytes) -> bool:
+        """Compare-and-swap: write `data` only if the object still has `tag`; False when it changed or is gone.
+
+        S3: a conditional PUT (If-Match). A local folder: replacers take an advisory lock on a guard file beside
+        the object (released by the kernel if the process dies), check the tag, then rename the new file over it.
+        """
+        target = self.path(key)
+        if not self.is_local:
+            bucket, _, object_key = target.partition("/")
+            try:
+                client("s3").put_object(Bucket=bucket, Key=object_key, Body=data, IfMatch=tag)
+            except ClientError as exc:
+                if _code(exc) in CONDITION_FAILED:
+                    return False
+                raise storage_error(f"cannot replace s3://{target}", exc) from exc
+            return True
+        folder, _, name = target.rpartition("/")
+        try:
+            with open(f"{folder}/.{name}.guard", "ab") as guard:
+                fcntl.flock(guard, fcntl.LOCK_EX)
+                try:
+                    current = Path(target).read_bytes()
+                except FileNotFoundError:
+                    return False
+                if hashlib.sha256(current).hexdigest() != tag:
+                    return False
+                self.write_bytes(key, data)
+                return True
+        except OSError as exc:
+            raise storage_error(f"cannot replace {target}", exc) from exc
+
+    def delete_if(self, tags: dict[str, str]) -> list[str]:
+        """Delete each object only if it still has its tag; returns the keys kept (changed since, or gone).
+
+        S3: DeleteObjects with each object's ETag as a condition, 1,000 keys a request. A local file is first
+        renamed aside (a file written to its name from then on is a new file, left alone), hashed, and deleted
+        only when its hash is the tag; otherwise it is put back.
+        """
+        if self.is_local:
+            return [key for key in tags if not self._delete_local_if(key, tags[key])]
+        kept: list[str] = []
+        keys = list(tags)
+        bucket = self.root.partition("/")[0]
+        for start in range(0, len(keys), 1000):
+            batch = keys[start:start + 1000]
+            objects = [{"Key": self.path(key).partition("/")[2], "ETag": tags[key]} for key in batch]
+            try:
+                response = client("s3").delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+            except ClientError as exc:
+                raise storage_error(f"cannot delete objects under s3://{self.root}", exc) from exc
+            for error in response.get("Errors", []):
+                if error.get("Code") not in CONDITION_FAILED:
+                    raise StorageError(f"cannot delete s3://{bucket}/{error.get('Key')} ({error.get('Code')})")
+                kept.append(self.key_of(f"{bucket}/{error['Key']}"))
+        return kept
+
+    def _delete_local_if(self, key: str, tag: str) -> bool:
+        target = self.path(key)
+        folder, _, name = target.rpartition("/")
+        aside = f"{folder}/.{name}.{uuid.uuid4().hex}.deleting"
+        try:
+            os.rename(target, aside)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise storage_error(f"cannot delete {target}", exc) from exc
+        try:
+            with open(aside, "rb") as stream:
+                same = _sha256_of(stream) == tag
+            if same:
+                os.unlink(aside)
+                return True
+            try:
+                os.link(aside, target)
+                os.unlink(aside)
+            except FileExistsError:
+                # Yet another file arrived under this name meanwhile: keep the changed one beside it, visibly.
+                os.rename(aside, f"{target}.kept-{uuid.uuid4().hex[:8]}")
+            return False
+        except OSError as exc:
+            raise storage_error(f"cannot delete {target} (its bytes are in {aside})", exc) from exc
+
     def user_metadata(self, key: str) -> dict[str, str]:
         """An object's user metadata (S3 `x-amz-meta-*`, names without that prefix); local files have none."""
         if self.is_local:
@@ -207,6 +310,17 @@ class Storage:
             return
         except OSError as exc:
             raise storage_error(f"cannot delete {self.path(key)}", exc) from exc
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "")) or str(exc)
+
+
+def _sha256_of(stream: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := stream.read(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def as_storage(location: str | Path | Storage) -> Storage:
