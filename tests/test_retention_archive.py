@@ -222,17 +222,17 @@ def count_puts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_crash_while_deleting_originals_resumes_without_writing_the_bundle_again(ingested, monkeypatch) -> None:
     source, lake, originals = ingested
     puts = count_puts(monkeypatch)
-    real_delete = archive._delete_batch
+    real_delete = Storage.delete_if
 
-    def delete_some_then_crash(storage: Storage, keys: list[str]) -> None:
-        real_delete(storage, keys[:3])
+    def delete_some_then_crash(storage: Storage, tags: dict[str, str]) -> list[str]:
+        real_delete(storage, dict(list(tags.items())[:3]))
         raise Crash
 
-    monkeypatch.setattr(archive, "_delete_batch", delete_some_then_crash)
+    monkeypatch.setattr(Storage, "delete_if", delete_some_then_crash)
     with pytest.raises(Crash):
         archive_day(source, lake, DAY, policy(), today=LATER)
     assert len(raw_keys(source)) == len(originals) - 3
-    monkeypatch.setattr(archive, "_delete_batch", real_delete)
+    monkeypatch.setattr(Storage, "delete_if", real_delete)
     result = archive_day(source, lake, DAY, policy(), today=LATER)
     assert result.status == "archived" and raw_keys(source) == []
     assert sorted(puts) == sorted(set(puts)) and len(puts) == 2

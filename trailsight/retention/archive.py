@@ -22,59 +22,53 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from botocore.exceptions import ClientError
 
 from trailsight.errors import ArchiveError, StorageError
 from trailsight.lake.lock import lake_lock
-from trailsight.retention.bundle import Member, bundle_key, group_parts, manifest_key, verification_key, write_bundle
-from trailsight.retention.bundle_store import _bundles, _code
+from trailsight.retention.bundle import (
+    Member,
+    bundle_key,
+    day_lock_key,
+    group_parts,
+    manifest_key,
+    verification_key,
+    write_bundle,
+)
+from trailsight.retention.bundle_store import _bundles
 from trailsight.retention.manifest import MANIFEST_FORMAT, BundleState, Manifest, load_manifests, write_manifest
 from trailsight.retention.policy import Policy, load_policy
-from trailsight.retention.verify import GroupVerification, LakeIndex, group_files, read_in_order, verify_group
+from trailsight.retention.verify import (
+    GroupVerification,
+    LakeIndex,
+    group_files,
+    read_in_order,
+    read_tagged_in_order,
+    verify_group,
+)
 from trailsight.source.discovery import LogObject, discover
-from trailsight.storage.aws import client
+from trailsight.storage.lock import describe_holder, pid_alive, storage_lock
 from trailsight.storage.store import Storage, as_storage
 
 MIN_BILLABLE_BYTES = 128 * 1024
 
 
+TEMP_PREFIX = "trailsight-archive-"
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-DELETE_BATCH = 1000
-
-
-def _delete_originals(source: Storage, keys: list[str]) -> None:
-    for start in range(0, len(keys), DELETE_BATCH):
-        _delete_batch(source, keys[start:start + DELETE_BATCH])
-
-
-def _delete_batch(source: Storage, keys: list[str]) -> None:
-    """Delete up to 1,000 objects: one DeleteObjects request on S3 (DELETE requests are free, but not instant)."""
-    if source.is_local:
-        for key in keys:
-            source.delete(key)
-        return
-    bucket = source.root.partition("/")[0]
-    objects = [{"Key": source.path(key).partition("/")[2]} for key in keys]
-    try:
-        response = client("s3").delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
-    except ClientError as exc:
-        raise StorageError(f"cannot delete originals under s3://{source.root} ({_code(exc)}); the bundle is safe, "
-                           "run the archive again to finish") from None
-    if response.get("Errors"):
-        first = response["Errors"][0]
-        raise StorageError(f"cannot delete s3://{bucket}/{first.get('Key')} ({first.get('Code')}); the bundle is "
-                           "safe, run the archive again to finish")
 
 
 @dataclass
@@ -135,8 +129,9 @@ def archive_day(source: str | Path | Storage, lake: str | Path | Storage, day: d
                 ) -> ArchiveResult:
     """Verify the day's raw files against the lake, bundle them per account and region, then delete them.
 
-    Refuses days still inside the policy's as-delivered period unless `force`. Holds the lake's lock, so no
-    ingest changes the lake while it is being checked. Safe to run again at any time.
+    Refuses days still inside the policy's as-delivered period unless `force`. Holds the source day's lock (no
+    other archive or restore of that day interleaves) and the lake's lock (no ingest changes the lake while it is
+    being checked). Safe to run again at any time.
     """
     policy = policy or load_policy()
     source, lake = as_storage(source), as_storage(lake)
@@ -145,9 +140,35 @@ def archive_day(source: str | Path | Storage, lake: str | Path | Storage, day: d
     if today < earliest and not force:
         raise ArchiveError(f"{day} is inside the policy's {policy.keep_as_delivered_days} days as delivered; "
                            f"archive it on or after {earliest} (or pass --force)")
-    with lake_lock(lake, f"archive {day} of {source.url}"), \
-            tempfile.TemporaryDirectory(prefix="trailsight-archive-", dir=workdir) as temp:
+    purpose = f"archive {day} of {source.url} against {lake.url}"
+    parent = Path(workdir) if workdir else Path(tempfile.gettempdir())
+    remove_dead_runs_folders(parent)
+    with day_lock(source, policy, day, purpose), lake_lock(lake, purpose), \
+            tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=parent) as temp:
         return _Archive(source, lake, day, policy, Path(temp)).run()
+
+
+@contextmanager
+def day_lock(source: Storage, policy: Policy, day: date, purpose: str) -> Iterator[None]:
+    """Hold the lock of one delivery day of the raw archive (beside its bundles): two runs archiving one source
+    day, whatever lake each checks against, would otherwise list, bundle and delete over each other."""
+    key = day_lock_key(policy, day)
+
+    def refused(holder: dict[str, Any]) -> ArchiveError:
+        return ArchiveError(f"delivery day {day} of {source.url} is being archived or restored by another run "
+                            f"({describe_holder(holder)}); wait for it to finish, or delete {source.path(key)} if "
+                            "that process is gone")
+
+    with storage_lock(source, key, purpose, refused):
+        yield
+
+
+def remove_dead_runs_folders(parent: Path) -> None:
+    """Remove the temporary folders (copies of raw files) of archive runs that were killed."""
+    for stale in parent.glob(f"{TEMP_PREFIX}*"):
+        pid = stale.name.removeprefix(TEMP_PREFIX).split("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 class _Archive:
@@ -157,6 +178,25 @@ class _Archive:
         self.source, self.lake, self.day, self.policy, self.temp = source, lake, day, policy, temp
         self.bundles = _bundles(source)
         self.tar_paths: dict[str, Path] = {}
+        # Tags (see Storage.read_tagged) of the originals' bytes read by this run, by (key, SHA-256): an original
+        # is deleted only while it still holds bytes a confirmed bundle holds.
+        self.tags: dict[tuple[str, str], str] = {}
+
+    def _bundled_copies(self, manifest: Manifest | None, present: list[LogObject]) -> set[str]:
+        """Keys on disk whose bytes are already in one of the group's bundles (a crash before their deletion, or
+        a restore). Any other file, a rewritten original too, is new: it gets verified and bundled."""
+        versions: dict[str, set[tuple[int, str]]] = {}
+        for state in manifest.bundles if manifest else []:
+            for member in state.files:
+                versions.setdefault(member.key, set()).add((member.size, member.sha256))
+        candidates = [o.key for o in present if any(size == o.size for size, _ in versions.get(o.key, ()))]
+        copies = set()
+        for key, data, tag in read_tagged_in_order(self.source, candidates):
+            sha = hashlib.sha256(data).hexdigest()
+            if (len(data), sha) in versions[key]:
+                self.tags[(key, sha)] = tag
+                copies.add(key)
+        return copies
 
     def run(self) -> ArchiveResult:
         found = discover(self.source, self.day, self.day)
@@ -167,16 +207,8 @@ class _Archive:
         for group in sorted(set(present) | set(manifests)):
             account, region = group_parts(group)
             results[group] = GroupArchive(group, account, region, "not touched")
-            recorded = {m.key: m for b in manifests.get(group, Manifest("", group)).bundles for m in b.files}
-            fresh = []
-            for obj in present.get(group, []):
-                member = recorded.get(obj.key)
-                if member is None:
-                    fresh.append(obj)
-                elif member.size != obj.size:
-                    results[group].problems.append(
-                        f"{obj.key} is {obj.size} bytes but its bundle holds {member.size}; move one of them away "
-                        "and archive again")
+            bundled = self._bundled_copies(manifests.get(group), present.get(group, []))
+            fresh = [obj for obj in present.get(group, []) if obj.key not in bundled]
             if fresh:
                 new_files[group] = fresh
 
@@ -187,7 +219,8 @@ class _Archive:
         for number, (group, files) in enumerate(sorted(new_files.items())):
             folders[group] = self.temp / str(number)
             folders[group].mkdir()
-            checks[group] = verify_group(self.source, index, self.policy, group, files, keep_in=folders[group])
+            checks[group] = verify_group(self.source, index, self.policy, group, files, keep_in=folders[group],
+                                         tags=self.tags)
             results[group].problems += [f.problem for f in checks[group].files if f.problem]
         if any(r.problems for r in results.values()):
             for result in results.values():
@@ -259,25 +292,23 @@ class _Archive:
                 result.steps.append(f"wrote bundle {state.key} ({state.size:,} bytes; {how})")
             state.phase, state.times["uploaded"] = "uploaded", _now()
             write_manifest(self.source, self._manifest_key(manifest), manifest)
-        leftovers = [m for m in state.files if m.key in on_disk and on_disk[m.key].size == m.size]
-        if state.phase == "done" and leftovers:
-            # Originals back after a restore: delete them again only if they are the bytes the bundle holds.
-            expected = {m.key: m.sha256 for m in leftovers}
-            same = {key for key, data in read_in_order(self.source, list(expected))
-                    if hashlib.sha256(data).hexdigest() == expected[key]}
-            if len(same) < len(leftovers):
-                result.steps.append(f"left {len(leftovers) - len(same)} files that differ from {state.key} as "
-                                    "they are")
-            leftovers = [m for m in leftovers if m.key in same]
+        leftovers = [m for m in state.files if m.key in on_disk and (m.key, m.sha256) in self.tags]
         if state.phase == "uploaded" or leftovers:
             if leftovers:
                 how = self.bundles.confirm(state.key, state.sha256, state.size, state.storage_class)
-                _delete_originals(self.source, [m.key for m in leftovers])
-                for member in leftovers:
+                try:
+                    kept = set(self.source.delete_if({m.key: self.tags[(m.key, m.sha256)] for m in leftovers}))
+                except StorageError as exc:
+                    raise StorageError(f"{exc}; the bundle is safe, run the archive again to finish") from None
+                deleted = [m for m in leftovers if m.key not in kept]
+                for member in deleted:
                     on_disk.pop(member.key)
-                result.files_deleted += len(leftovers)
+                result.files_deleted += len(deleted)
                 word = "deleted" if state.phase == "uploaded" else "deleted again (restored earlier)"
-                result.steps.append(f"{word} {len(leftovers)} originals of {state.key} (bundle {how})")
+                result.steps.append(f"{word} {len(deleted)} originals of {state.key} (bundle {how})")
+                if kept:
+                    result.steps.append(f"kept {len(kept)} originals rewritten since they were read (e.g. "
+                                        f"{min(kept)}); the next run bundles them")
             if state.phase != "done":
                 state.phase, state.times["done"] = "done", _now()
                 write_manifest(self.source, self._manifest_key(manifest), manifest)

@@ -60,6 +60,10 @@ def manifest_key(policy: Policy, day: date, group: str) -> str:
     return f"{policy.manifests_prefix}{day_path(day)}/{group}.json"
 
 
+def day_lock_key(policy: Policy, day: date) -> str:
+    return f"{policy.archive_prefix}locks/{day_path(day)}.lock"
+
+
 def verification_key(policy: Policy, day: date, group: str, number: int) -> str:
     return f"{policy.manifests_prefix}{day_path(day)}/{group}.{number}.verification.json.gz"
 

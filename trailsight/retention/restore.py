@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from trailsight.errors import ArchiveError, StorageError
+from trailsight.retention.archive import day_lock
 from trailsight.retention.bundle import Member, bundle_group, day_path, group_parts, read_bundle
 from trailsight.retention.bundle_store import BundleObject, _bundles, _LocalBundles, _NotRestored, _S3Bundles
+from trailsight.retention.manifest import load_manifests
 from trailsight.retention.policy import Policy, load_policy
 from trailsight.storage.store import Storage, as_storage
 
@@ -23,6 +25,7 @@ class BundleRestore:
     status: str  # restored | pending | failed
     files_written: int = 0
     files_present: int = 0
+    files_superseded: int = 0  # originals rewritten after bundling: a later bundle holds the newer bytes
     detail: str = ""
 
 
@@ -65,22 +68,36 @@ def restore_day(source: str | Path | Storage, day: date, policy: Policy | None =
     policy = policy or load_policy()
     source = as_storage(source)
     destination = as_storage(target) if target is not None else source
+    if destination.url == source.url:
+        with day_lock(source, policy, day, f"restore {day} of {source.url}"):
+            return _restore_day(source, destination, day, policy, set(accounts), set(regions), overwrite)
+    return _restore_day(source, destination, day, policy, set(accounts), set(regions), overwrite)
+
+
+def _restore_day(source: Storage, destination: Storage, day: date, policy: Policy, wanted_accounts: set[str],
+                 wanted_regions: set[str], overwrite: bool) -> RestoreResult:
     bundles = _bundles(source)
-    wanted_accounts, wanted_regions = set(accounts), set(regions)
-    results = []
+    manifests = load_manifests(source, policy, day)
+    found = []
     for obj in source.list_files(f"{policy.bundles_prefix}{day_path(day)}"):
         if not obj.key.endswith(".tar"):
             continue
-        group, _ = bundle_group(policy, day, obj.key)
+        group, number = bundle_group(policy, day, obj.key)
         account, region = group_parts(group)
         if (wanted_accounts and account not in wanted_accounts) or (wanted_regions and region not in wanted_regions):
             continue
-        results.append(_restore_bundle(bundles, obj.key, destination, policy, overwrite))
+        found.append((group, number, obj.key))
+    results = []
+    for group, number, key in sorted(found):
+        states = manifests[group].bundles if group in manifests else []
+        newer = {m.key for state in states if state.number > number for m in state.files}
+        results.append(_restore_bundle(bundles, key, destination, policy, overwrite, newer))
     return RestoreResult(day, source.url, destination.url, results)
 
 
 def _restore_bundle(bundles: _LocalBundles | _S3Bundles, key: str, destination: Storage, policy: Policy,
-                    overwrite: bool) -> BundleRestore:
+                    overwrite: bool, newer: set[str]) -> BundleRestore:
+    """Put one bundle's originals back; those that a later bundle holds in newer bytes are left to it."""
     found = bundles.head(key)
     if found is None:
         return BundleRestore(key, None, "failed", detail="the bundle disappeared while restoring; run again")
@@ -89,6 +106,9 @@ def _restore_bundle(bundles: _LocalBundles | _S3Bundles, key: str, destination: 
         return _pending(bundles, key, found, policy, result)
 
     def put_back(member: Member, data: bytes) -> None:
+        if member.key in newer:
+            result.files_superseded += 1
+            return
         if destination.exists(member.key):
             current = destination.read_bytes(member.key)
             if hashlib.sha256(current).hexdigest() == member.sha256:

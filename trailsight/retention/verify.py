@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -123,13 +123,25 @@ def verify_file(obj: LogObject, data: bytes, lake: LakeIndex, policy: Policy) ->
 
 def read_in_order(storage: Storage, keys: list[str]) -> Iterator[tuple[str, bytes]]:
     """Read objects in order with a few reads in flight (latency, not bandwidth, bounds S3 reads)."""
+    for key, (data, _) in _read_ahead(storage, keys, lambda k: (storage.read_bytes(k), "")):
+        yield key, data
+
+
+def read_tagged_in_order(storage: Storage, keys: list[str]) -> Iterator[tuple[str, bytes, str]]:
+    """As `read_in_order`, with each object's tag (see Storage.read_tagged) for a later conditional delete."""
+    for key, (data, tag) in _read_ahead(storage, keys, storage.read_tagged):
+        yield key, data, tag
+
+
+def _read_ahead(storage: Storage, keys: list[str], read: Callable[[str], tuple[bytes, str]],
+                ) -> Iterator[tuple[str, tuple[bytes, str]]]:
     with ThreadPoolExecutor(max_workers=READ_AHEAD) as pool:
-        in_flight: deque[Future[bytes]] = deque(pool.submit(storage.read_bytes, k) for k in keys[:READ_AHEAD])
+        in_flight: deque[Future[tuple[bytes, str]]] = deque(pool.submit(read, k) for k in keys[:READ_AHEAD])
         for position, key in enumerate(keys):
-            data = in_flight.popleft().result()
+            result = in_flight.popleft().result()
             if position + READ_AHEAD < len(keys):
-                in_flight.append(pool.submit(storage.read_bytes, keys[position + READ_AHEAD]))
-            yield key, data
+                in_flight.append(pool.submit(read, keys[position + READ_AHEAD]))
+            yield key, result
 
 
 @dataclass
@@ -169,12 +181,18 @@ class DayVerification:
 
 
 def verify_group(source: Storage, lake: LakeIndex, policy: Policy, group: str, files: list[LogObject],
-                  keep_in: Path | None = None) -> GroupVerification:
+                  keep_in: Path | None = None, tags: dict[tuple[str, str], str] | None = None,
+                  ) -> GroupVerification:
+    """Verify a group's files. With `keep_in`, the bytes read are kept there (numbered in key order) to be
+    bundled, and `tags` gets each file's tag by (key, SHA-256), so that only those bytes are ever deleted."""
     account, region = group_parts(group)
     checks = []
     objects = {o.key: o for o in files}
-    for number, (key, data) in enumerate(read_in_order(source, sorted(objects))):
-        checks.append(verify_file(objects[key], data, lake, policy))
+    for number, (key, data, tag) in enumerate(read_tagged_in_order(source, sorted(objects))):
+        check = verify_file(objects[key], data, lake, policy)
+        checks.append(check)
+        if tags is not None:
+            tags[(key, check.sha256)] = tag
         if keep_in is not None:
             (keep_in / str(number)).write_bytes(data)
     return GroupVerification(group, account, region, checks)

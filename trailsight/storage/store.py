@@ -245,7 +245,7 @@ class Storage:
 
         S3: DeleteObjects with each object's ETag as a condition, 1,000 keys a request. A local file is first
         renamed aside (a file written to its name from then on is a new file, left alone), hashed, and deleted
-        only when its hash is the tag; otherwise it is put back.
+        only when its hash is the tag (folders left empty go too); otherwise it is put back.
         """
         if self.is_local:
             return [key for key in tags if not self._delete_local_if(key, tags[key])]
@@ -265,6 +265,16 @@ class Storage:
                 kept.append(self.key_of(f"{bucket}/{error['Key']}"))
         return kept
 
+    def _remove_empty_folders(self, folder: str) -> None:
+        """Remove `folder` and its parents below the root while they are empty (a lock or a day's originals
+        leave no empty tree behind)."""
+        while folder.startswith(f"{self.root}/"):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                return
+            folder = folder.rpartition("/")[0]
+
     def _delete_local_if(self, key: str, tag: str) -> bool:
         target = self.path(key)
         folder, _, name = target.rpartition("/")
@@ -280,6 +290,7 @@ class Storage:
                 same = _sha256_of(stream) == tag
             if same:
                 os.unlink(aside)
+                self._remove_empty_folders(folder)
                 return True
             try:
                 os.link(aside, target)
