@@ -4,6 +4,7 @@ and restored from archive classes."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import shutil
@@ -50,12 +51,21 @@ class _LocalBundles:
     def put(self, key: str, path: Path, sha256: str, storage_class: str) -> str:
         target = self.storage.path(key)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        temp = f"{os.path.dirname(target)}/.{os.path.basename(target)}.{uuid.uuid4().hex}.tmp"
-        with open(path, "rb") as source, open(temp, "wb") as out:
-            shutil.copyfileobj(source, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, target)
+        folder, name = os.path.dirname(target), os.path.basename(target)
+        for stale in Path(folder).glob(f".{name}.*.tmp"):  # left by a killed run (the day's lock is ours)
+            stale.unlink(missing_ok=True)
+        temp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(path, "rb") as source, open(temp, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise ArchiveError(f"cannot write bundle {target} ({exc.strerror or exc}); nothing was deleted, run "
+                               "the archive again") from None
         return self.confirm(key, sha256, os.path.getsize(path), storage_class)
 
     def head(self, key: str) -> BundleObject | None:
