@@ -12,10 +12,12 @@ does not have yet (by `eventhash`), so a killed run leaves complete files and a 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -178,16 +180,34 @@ def _ingest_memory_pool() -> Iterator[None]:
         pa.set_memory_pool(previous)
 
 
-def _worker_init(environment: dict[str, str]) -> None:
-    """Prepare a worker: the run's environment (credentials, endpoints) and the faster memory pool.
+# How often a worker checks that the ingest that started it is still there.
+OWNER_POLL_SECONDS = 0.5
+
+
+def _worker_init(environment: dict[str, str], owner: int) -> None:
+    """Prepare a worker: the run's environment (credentials, endpoints) and the faster memory pool, and a watch
+    on the ingest process `owner`.
 
     A forkserver's workers inherit the environment the server started with, which can be older than the run's.
     """
+    threading.Thread(target=_exit_with, args=(owner,), name="owner-watch", daemon=True).start()
     os.environ.clear()
     os.environ.update(environment)
     pool = _fast_memory_pool()
     if pool is not None:
         pa.set_memory_pool(pool)
+
+
+def _exit_with(owner: int) -> None:
+    """End this worker, and the forkserver that forked it, once the ingest is gone (killed: nothing else would
+    ever tell them, and they would wait for work forever holding their memory)."""
+    server = os.getppid()
+    while pid_alive(owner):
+        time.sleep(OWNER_POLL_SECONDS)
+    if server not in (owner, 1):
+        with contextlib.suppress(OSError):
+            os.kill(server, signal.SIGKILL)
+    os._exit(1)
 
 
 ConvertTask = tuple[str, list[LogObject], int, str | None]
@@ -298,7 +318,7 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
-                               initargs=(dict(os.environ),))
+                               initargs=(dict(os.environ), os.getpid()))
     try:
         yield pool
     finally:

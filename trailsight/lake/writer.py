@@ -19,7 +19,7 @@ from trailsight.convert.records import (
     ConvertedFile,
     Partition,
 )
-from trailsight.errors import TrailsightError
+from trailsight.errors import StorageError, TrailsightError, first_line
 from trailsight.lake.derived import Deriver
 from trailsight.lake.layout import QUARANTINE_PREFIX, partition_hashes, partition_key
 from trailsight.schema import arrow_schema, load_schema
@@ -81,10 +81,14 @@ def spill(rows: pa.Table, folder: str) -> str:
     each file holds, never copies them, and they wait in the folder (shared memory, else the page cache), not
     in any process's heap.
     """
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".arrow", delete=False) as handle:
-        path = handle.name
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, rows.schema) as writer:
-        writer.write_table(rows)
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".arrow", delete=False) as handle:
+            path = handle.name
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, rows.schema) as writer:
+            writer.write_table(rows)
+    except OSError as exc:
+        raise StorageError(f"cannot spill rows to {folder} ({first_line(exc)}); free space there or point TMPDIR at "
+                           "a larger folder") from None
     return path
 
 
