@@ -46,7 +46,7 @@ from trailsight.retention.bundle import (
     verification_key,
     write_bundle,
 )
-from trailsight.retention.bundle_store import _bundles
+from trailsight.retention.bundle_store import BundleStore
 from trailsight.retention.manifest import MANIFEST_FORMAT, BundleState, Manifest, load_manifests, write_manifest
 from trailsight.retention.policy import Policy, load_policy
 from trailsight.retention.verify import (
@@ -176,7 +176,7 @@ class _Archive:
 
     def __init__(self, source: Storage, lake: Storage, day: date, policy: Policy, temp: Path) -> None:
         self.source, self.lake, self.day, self.policy, self.temp = source, lake, day, policy, temp
-        self.bundles = _bundles(source)
+        self.bundles = BundleStore(source)
         self.tar_paths: dict[str, Path] = {}
         # Tags (see Storage.read_tagged) of the originals' bytes read by this run, by (key, SHA-256): an original
         # is deleted only while it still holds bytes a confirmed bundle holds.
@@ -335,7 +335,7 @@ class _Archive:
         result.bundle_bytes = sum(b.size for b in manifest.bundles)
         for name in ("records", "in_lake", "quarantined"):
             setattr(result, name, sum(b.events.get(name, 0) for b in manifest.bundles))
-        result.storage_class = None if self.source.is_local else (
+        result.storage_class = None if not self.source.has_storage_classes else (
             manifest.bundles[-1].storage_class if manifest.bundles else None)
         done = manifest.bundles and all(b.phase == "done" for b in manifest.bundles)
         result.status = ("archived" if result.steps else "already archived") if done else "not touched"

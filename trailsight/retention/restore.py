@@ -12,7 +12,7 @@ from typing import Any
 from trailsight.errors import ArchiveError, StorageError
 from trailsight.retention.archive import day_lock
 from trailsight.retention.bundle import Member, bundle_group, day_path, group_parts, read_bundle
-from trailsight.retention.bundle_store import BundleObject, _bundles, _LocalBundles, _NotRestored, _S3Bundles
+from trailsight.retention.bundle_store import ArchivedObjectError, BundleObject, BundleStore
 from trailsight.retention.manifest import load_manifests
 from trailsight.retention.policy import Policy, load_policy
 from trailsight.storage.store import Storage, as_storage
@@ -76,7 +76,7 @@ def restore_day(source: str | Path | Storage, day: date, policy: Policy | None =
 
 def _restore_day(source: Storage, destination: Storage, day: date, policy: Policy, wanted_accounts: set[str],
                  wanted_regions: set[str], overwrite: bool) -> RestoreResult:
-    bundles = _bundles(source)
+    bundles = BundleStore(source)
     manifests = load_manifests(source, policy, day)
     found = []
     for obj in source.list_files(f"{policy.bundles_prefix}{day_path(day)}"):
@@ -95,7 +95,7 @@ def _restore_day(source: Storage, destination: Storage, day: date, policy: Polic
     return RestoreResult(day, source.url, destination.url, results)
 
 
-def _restore_bundle(bundles: _LocalBundles | _S3Bundles, key: str, destination: Storage, policy: Policy,
+def _restore_bundle(bundles: BundleStore, key: str, destination: Storage, policy: Policy,
                     overwrite: bool, newer: set[str]) -> BundleRestore:
     """Put one bundle's originals back; those that a later bundle holds in newer bytes are left to it."""
     found = bundles.head(key)
@@ -123,7 +123,7 @@ def _restore_bundle(bundles: _LocalBundles | _S3Bundles, key: str, destination: 
     try:
         with bundles.open(key) as stream:
             read_bundle(stream, key, put_back)
-    except _NotRestored:
+    except ArchivedObjectError:
         return _pending(bundles, key, BundleObject(found.size, found.sha256, found.storage_class, "none"), policy,
                         result)
     except (ArchiveError, StorageError) as exc:
@@ -131,7 +131,7 @@ def _restore_bundle(bundles: _LocalBundles | _S3Bundles, key: str, destination: 
     return result
 
 
-def _pending(bundles: _LocalBundles | _S3Bundles, key: str, found: BundleObject, policy: Policy,
+def _pending(bundles: BundleStore, key: str, found: BundleObject, policy: Policy,
              result: BundleRestore) -> BundleRestore:
     result.status = "pending"
     if found.restore == "ongoing":

@@ -6,10 +6,12 @@ Writes are atomic: a reader sees the old object or the new one, never a partial 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +39,27 @@ def storage_error(message: str, exc: BaseException) -> StorageError:
     text = str(exc)
     transient = any(marker in text for marker in TRANSIENT_MARKERS) or isinstance(exc, TimeoutError | ConnectionError)
     return (TransientError if transient else StorageError)(f"{message}: {first_line(exc)}")
+
+
+# The metadata entry that carries an object's SHA-256 (hex) next to S3's own base64 checksum.
+SHA_METADATA = "trailsight-sha256"
+# S3 takes at most this much in one PUT or COPY.
+MAX_SINGLE_REQUEST_BYTES = 5 * 2**30
+
+
+class ArchivedObjectError(StorageError):
+    """An object in an archive storage class was read before a restore made it readable."""
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    """What the store says about one object: size, SHA-256 (None when not recorded), storage class (None where
+    classes do not apply: a local folder) and restore state: none, ongoing or ready (a readable restored copy)."""
+
+    size: int
+    sha256: str | None
+    storage_class: str | None
+    restore: str
 
 
 @dataclass(frozen=True)
@@ -301,6 +324,125 @@ class Storage:
             return False
         except OSError as exc:
             raise storage_error(f"cannot delete {target} (its bytes are in {aside})", exc) from exc
+
+    @property
+    def has_storage_classes(self) -> bool:
+        return not self.is_local
+
+    def put_file(self, key: str, path: str | Path, sha256: str, content_type: str = "application/octet-stream",
+                 ) -> str | None:
+        """Write a local file as an object with its SHA-256 recorded (S3 also checks it on arrival); returns the
+        S3 version written (None when unversioned or local). A failed write leaves no temporary file."""
+        target = self.path(key)
+        size = os.path.getsize(path)
+        if not self.is_local:
+            if size > MAX_SINGLE_REQUEST_BYTES:
+                raise StorageError(f"s3://{target} would be {size / 2**30:.1f} GiB, over S3's 5 GiB limit for one "
+                                   "PUT or COPY")
+            bucket, _, object_key = target.partition("/")
+            checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+            try:
+                with open(path, "rb") as body:
+                    response = client("s3").put_object(Bucket=bucket, Key=object_key, Body=body,
+                                                       ChecksumSHA256=checksum, Metadata={SHA_METADATA: sha256},
+                                                       ContentType=content_type)
+            except ClientError as exc:
+                raise storage_error(f"cannot write s3://{target}", exc) from exc
+            version = response.get("VersionId")
+            return None if version in (None, "null") else version
+        folder, _, name = target.rpartition("/")
+        os.makedirs(folder, exist_ok=True)
+        for stale in Path(folder).glob(f".{name}.*.tmp"):  # left by a killed writer of this object
+            stale.unlink(missing_ok=True)
+        temp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(path, "rb") as source, open(temp, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from None
+        return None
+
+    def head(self, key: str) -> ObjectHead | None:
+        """Size, SHA-256, storage class and restore state of an object; None when there is none. A local file is
+        hashed (it carries no metadata); on S3 the recorded SHA-256 is checked against S3's own checksum."""
+        target = self.path(key)
+        if self.is_local:
+            if not os.path.isfile(target):
+                return None
+            with open(target, "rb") as stream:
+                return ObjectHead(os.path.getsize(target), _sha256_of(stream), None, "none")
+        bucket, _, object_key = target.partition("/")
+        try:
+            response = client("s3").head_object(Bucket=bucket, Key=object_key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise storage_error(f"cannot read s3://{target}", exc) from exc
+        restore_header = response.get("Restore") or ""
+        restore = ("ongoing" if 'ongoing-request="true"' in restore_header
+                   else "ready" if 'ongoing-request="false"' in restore_header else "none")
+        sha = (response.get("Metadata") or {}).get(SHA_METADATA)
+        checksum = response.get("ChecksumSHA256")
+        if sha and checksum and "-" not in checksum and base64.b64decode(checksum).hex() != sha:
+            sha = f"mismatch:{base64.b64decode(checksum).hex()}"
+        return ObjectHead(response["ContentLength"], sha, response.get("StorageClass") or "STANDARD", restore)
+
+    def set_storage_class(self, key: str, storage_class: str, drop_version: str | None = None) -> None:
+        """Move an object into a storage class (an in-place server-side copy keeping its metadata and checksum);
+        `drop_version` is the version the copy replaces, deleted so that it does not linger in a versioned
+        bucket. Where classes do not apply (a local folder) nothing changes."""
+        if not self.has_storage_classes:
+            return
+        bucket, _, object_key = self.path(key).partition("/")
+        s3 = client("s3")
+        try:
+            s3.copy_object(Bucket=bucket, Key=object_key, CopySource={"Bucket": bucket, "Key": object_key},
+                           StorageClass=storage_class, MetadataDirective="COPY", ChecksumAlgorithm="SHA256")
+            if drop_version:
+                s3.delete_object(Bucket=bucket, Key=object_key, VersionId=drop_version)
+        except ClientError as exc:
+            raise storage_error(f"cannot move s3://{bucket}/{object_key} to {storage_class}", exc) from exc
+
+    @contextlib.contextmanager
+    def open_stream(self, key: str) -> Iterator[BinaryIO]:
+        """Read an object as a stream; ArchivedObjectError when its storage class needs a restore first."""
+        target = self.path(key)
+        if self.is_local:
+            try:
+                with open(target, "rb") as stream:
+                    yield stream
+            except FileNotFoundError:
+                raise StorageError(f"no such object: {target}") from None
+            return
+        bucket, _, object_key = target.partition("/")
+        try:
+            body = client("s3").get_object(Bucket=bucket, Key=object_key)["Body"]
+        except ClientError as exc:
+            if _code(exc) == "InvalidObjectState":
+                raise ArchivedObjectError(f"s3://{target} is archived; restore it first") from None
+            raise storage_error(f"cannot read s3://{target}", exc) from exc
+        try:
+            yield body
+        finally:
+            body.close()
+
+    def request_restore(self, key: str, days: int, tier: str) -> None:
+        """Ask S3 to make a readable copy of an archived object for `days` days (a restore under way is fine)."""
+        bucket, _, object_key = self.path(key).partition("/")
+        if not self.has_storage_classes:
+            return
+        try:
+            client("s3").restore_object(Bucket=bucket, Key=object_key,
+                                        RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": tier}})
+        except ClientError as exc:
+            if _code(exc) != "RestoreAlreadyInProgress":
+                raise StorageError(f"cannot start the restore of s3://{bucket}/{object_key} ({_code(exc)}); check "
+                                   "the s3:RestoreObject permission and try again") from None
 
     def user_metadata(self, key: str) -> dict[str, str]:
         """An object's user metadata (S3 `x-amz-meta-*`, names without that prefix); local files have none."""
