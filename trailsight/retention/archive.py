@@ -5,6 +5,7 @@ Layout beside `AWSLogs/` under the archive root, with `<prefix>` from the policy
   <prefix>bundles/YYYY/MM/DD/<group>.tar                           one bundle per delivery day, account and region
   <prefix>manifests/YYYY/MM/DD/<group>.json                        the group's state: bundles, files, checksums, phase
   <prefix>manifests/YYYY/MM/DD/<group>.<n>.verification.json.gz    per file: counts and the eventIDs found in the lake
+  <prefix>locks/YYYY/MM/DD.lock                                    held while a run archives or restores the day
 
 `<group>` is `[user prefix/][o-org/]ACCOUNT/REGION`. Files that arrive after a group was archived go into
 `<group>.2.tar` and so on. A bundle is a plain tar whose first member, `trailsight-index.json`, lists every
@@ -14,8 +15,10 @@ the archive's tree too.
 Each group moves through phases recorded in its manifest before the next step starts:
 verified (files checked against the lake, bundle checksum known) -> uploaded (bundle written, read back and
 its checksum matched) -> done (originals deleted). A run that stops anywhere resumes from the recorded phase:
-an uploaded bundle is never written twice, an original is deleted only once its bundle is confirmed, and a
-day with any file failing verification is left exactly as it was.
+an uploaded bundle is never written twice, an original is deleted only once its bundle is confirmed and only
+while it still holds the bytes bundled (a rewritten original stays, and the next run bundles it as `<group>.<n>`),
+and a day with any file failing verification is left exactly as it was. The bundle format is in bundle.py,
+verification in verify.py, manifests in manifest.py, restore in restore.py.
 """
 
 from __future__ import annotations

@@ -119,6 +119,17 @@ def estimated_bundle_size(sizes: Iterable[int], index_size: int) -> int:
     return body + (-body) % TAR_RECORD
 
 
+def planned_bundle_sizes(files: Iterable[LogObject]) -> list[int]:
+    """Bytes of each bundle an archive would write for these raw files: one per delivery day and group, with
+    its index. Costs are planned from this without reading a single file."""
+    groups: dict[tuple[date | None, str], list[Member]] = {}
+    for obj in files:
+        groups.setdefault((obj.delivery_date, group_of(obj)), []).append(Member(obj.key, obj.size, "0" * 64))
+    return [estimated_bundle_size((m.size for m in members),
+                                  len(index_bytes(members, {"day": str(day), "group": group})))
+            for (day, group), members in groups.items()]
+
+
 class _HashingWriter(io.RawIOBase):
     """A write-only file that hashes and counts what passes through it."""
 
