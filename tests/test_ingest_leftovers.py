@@ -24,15 +24,15 @@ from trailsight.errors import TrailsightError
 from trailsight.lake import ingest as engine
 
 source, lake, mode = sys.argv[1:4]
+engine.BATCH_FILES = 1  # a batch per file: enough batches that the workers get some
+real_convert = engine._convert_batch
+
+def slow_convert(task):  # only here: the workers resolve the function by name and get the real one
+    time.sleep(0.5)
+    return real_convert(task)
+
+engine._convert_batch = slow_convert
 if mode == "stop":
-    engine.BATCH_FILES = 1  # a batch per file: enough batches that the workers get some
-    real_convert = engine._convert_batch
-
-    def slow_convert(task):  # only here: the workers resolve the function by name and get the real one
-        time.sleep(0.5)
-        return real_convert(task)
-
-    engine._convert_batch = slow_convert
     real_converted = engine._converted
 
     def converted_then_stop(tasks, pool, workers):
@@ -126,12 +126,13 @@ def test_workers_and_forkserver_exit_when_the_ingest_is_killed(tmp_path: Path) -
 
 
 def test_full_spill_folder_is_named_in_the_error(tmp_path: Path) -> None:
-    write_source(tmp_path / "source")
+    write_source(tmp_path / "source", files=20, events=120)
     spill_parent = tmp_path / "spill"
     spill_parent.mkdir()
-    run = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path / "source"), str(tmp_path / "lake"), "262144"],
+    run = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path / "source"), str(tmp_path / "lake"), "65536"],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "TMPDIR": str(spill_parent)})
     assert run.returncode == 1
-    (line,) = run.stderr.strip().splitlines()
+    assert "Traceback" not in run.stderr, run.stderr
+    line = run.stderr.strip().splitlines()[0]
     assert line.startswith(f"cannot spill rows to {spill_parent}/trailsight-ingest-"), run.stderr
     assert "free space there or point TMPDIR at a larger folder" in line

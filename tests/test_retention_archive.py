@@ -277,6 +277,22 @@ def test_crash_before_the_bundle_is_written_rebuilds_the_same_bundle(ingested, m
     assert {k: source.read_bytes(k) for k in raw_keys(source)} == originals
 
 
+def test_original_rewritten_before_its_unwritten_bundle_is_rebuilt_is_verified_afresh(ingested, monkeypatch) -> None:
+    source, lake, originals = ingested
+    monkeypatch.setattr(bundle_store.BundleStore, "put", lambda *a: (_ for _ in ()).throw(Crash()))
+    with pytest.raises(Crash):
+        archive_day(source, lake, DAY, policy(), today=LATER)
+    monkeypatch.undo()
+    rewritten = next(k for k in originals if "/eu-west-1/" in k)
+    records = json.loads(gzip.decompress(originals[rewritten]))["Records"]
+    new_bytes = put_log(source, rewritten, list(reversed(records)))
+    result = archive_day(source, lake, DAY, policy(), today=LATER)
+    assert result.status == "archived" and raw_keys(source) == []
+    assert any(step.startswith("dropped bundle") for g in result.groups for step in g.steps)
+    restore_day(source, DAY, policy())
+    assert {k: source.read_bytes(k) for k in raw_keys(source)} == {**originals, rewritten: new_bytes}
+
+
 def test_files_delivered_after_archiving_go_into_a_second_bundle(ingested) -> None:
     source, lake, originals = ingested
     archive_day(source, lake, DAY, policy(), today=LATER)

@@ -201,6 +201,19 @@ class _Archive:
                 copies.add(key)
         return copies
 
+    def _drop_unwritten(self, manifest: Manifest, bundled: set[str], result: GroupArchive) -> bool:
+        """Forget bundles verified but never written whose originals changed or went since (they could never be
+        rebuilt): nothing of theirs was deleted, and their files are verified afresh."""
+        dropped = [state for state in manifest.bundles if state.phase == "verified"
+                   and any(m.key not in bundled for m in state.files) and self.bundles.head(state.key) is None]
+        for state in dropped:
+            manifest.bundles.remove(state)
+            result.steps.append(f"dropped bundle {state.key}, verified but never written: its originals changed "
+                                "since; they are verified afresh")
+        if dropped:
+            write_manifest(self.source, self._manifest_key(manifest), manifest)
+        return bool(dropped)
+
     def run(self) -> ArchiveResult:
         found = discover(self.source, self.day, self.day)
         present = group_files(found.event_files)
@@ -211,6 +224,8 @@ class _Archive:
             account, region = group_parts(group)
             results[group] = GroupArchive(group, account, region, "not touched")
             bundled = self._bundled_copies(manifests.get(group), present.get(group, []))
+            if group in manifests and self._drop_unwritten(manifests[group], bundled, results[group]):
+                bundled = self._bundled_copies(manifests[group], present.get(group, []))
             fresh = [obj for obj in present.get(group, []) if obj.key not in bundled]
             if fresh:
                 new_files[group] = fresh
@@ -256,7 +271,7 @@ class _Archive:
     def _new_bundle(self, manifest: Manifest, check: GroupVerification, files: list[LogObject], folder: Path,
                     result: GroupArchive) -> BundleState:
         """Build the bundle from the verified bytes, record it (phase verified) and its verification."""
-        number = len(manifest.bundles) + 1
+        number = max((b.number for b in manifest.bundles), default=0) + 1
         ordered = sorted(files, key=lambda o: o.key)
         members = [Member(f.key, f.size, f.sha256, int(o.delivered_at.timestamp()) if o.delivered_at else 0)
                    for f, o in zip(check.files, ordered, strict=True)]

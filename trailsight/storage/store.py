@@ -275,6 +275,15 @@ class Storage:
         kept: list[str] = []
         keys = list(tags)
         bucket = self.root.partition("/")[0]
+        if len(keys) == 1:  # one DELETE with If-Match (a lock's release, a lone original)
+            target = self.path(keys[0]).partition("/")[2]
+            try:
+                client("s3").delete_object(Bucket=bucket, Key=target, IfMatch=tags[keys[0]])
+            except ClientError as exc:
+                if _code(exc) not in CONDITION_FAILED:
+                    raise storage_error(f"cannot delete s3://{bucket}/{target}", exc) from exc
+                kept.append(keys[0])
+            return kept
         for start in range(0, len(keys), 1000):
             batch = keys[start:start + 1000]
             objects = [{"Key": self.path(key).partition("/")[2], "ETag": tags[key]} for key in batch]
