@@ -16,22 +16,24 @@ from pathlib import Path
 
 from conftest import day_start, log_key, make_event
 
-# Runs the ingest with two workers and stops itself once the first converted batch is back (so its forkserver
-# and workers are up); or, with a file size limit, lets every write above it fail as on a full spill folder.
+# Runs the ingest with two workers converting every batch, and stops itself once the first converted batch is
+# back (its forkserver and workers are up); or, with a file size limit, lets every write above it fail as on a
+# full spill folder.
 DRIVER = """
-import os, resource, signal, sys, time
+import os, resource, signal, sys
 from trailsight.errors import TrailsightError
 from trailsight.lake import ingest as engine
 
 source, lake, mode = sys.argv[1:4]
 engine.BATCH_FILES = 1  # a batch per file: enough batches that the workers get some
-real_convert = engine._convert_batch
+real_start = engine._start_workers
 
-def slow_convert(task):  # only here: the workers resolve the function by name and get the real one
-    time.sleep(0.5)
-    return real_convert(task)
+def start_and_wait(pool, count):  # every batch goes to the workers, however slowly they start
+    started = real_start(pool, count)
+    started.wait(300)
+    return started
 
-engine._convert_batch = slow_convert
+engine._start_workers = start_and_wait
 if mode == "stop":
     real_converted = engine._converted
 
