@@ -59,7 +59,7 @@ def allowed_on(resource: str) -> set[str]:
 
 def test_archive_prefix_allows_what_archive_and_restore_call() -> None:
     # put_object, head/get_object, copy_object into the storage class, restore_object, and the removal of the
-    # STANDARD staging version in a versioned bucket (archive._S3Bundles); manifests through storage.py.
+    # STANDARD staging version in a versioned bucket (Storage.set_storage_class); manifests through storage.py.
     assert {"s3:GetObject", "s3:PutObject", "s3:RestoreObject", "s3:DeleteObjectVersion"} <= allowed_on(
         ARCHIVE_OBJECTS)
 

@@ -28,7 +28,7 @@ from trailsight.lake.layout import FORMAT_KEY, LOCK_KEY, partition_key
 from trailsight.lake.lock import lake_lock
 from trailsight.lake.writer import FileToWrite, write_files
 from trailsight.query.duckdb_engine import run_sql
-from trailsight.retention.archive import LakeIndex
+from trailsight.retention.verify import LakeIndex
 from trailsight.storage.store import Storage
 
 

@@ -14,9 +14,11 @@ from conftest import day_start, log_key, make_event
 
 from trailsight.errors import ArchiveError
 from trailsight.lake.ingest import ingest
-from trailsight.retention import archive
-from trailsight.retention.archive import archive_day, restore_day, verify_day
+from trailsight.retention import archive, bundle_store
+from trailsight.retention.archive import archive_day
 from trailsight.retention.policy import Policy, policy_from_dict
+from trailsight.retention.restore import restore_day
+from trailsight.retention.verify import verify_day
 from trailsight.storage.aws import client, split_s3_url
 from trailsight.storage.store import Storage
 
@@ -206,31 +208,30 @@ class Crash(Exception):
 
 def count_puts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    for cls in (archive._LocalBundles, archive._S3Bundles):
-        original = cls.put
+    original = bundle_store.BundleStore.put
 
-        def put(self: Any, key: str, *args: Any, _original: Any = original) -> str:
-            calls.append(key)
-            return _original(self, key, *args)
+    def put(self: Any, key: str, *args: Any) -> str:
+        calls.append(key)
+        return original(self, key, *args)
 
-        monkeypatch.setattr(cls, "put", put)
+    monkeypatch.setattr(bundle_store.BundleStore, "put", put)
     return calls
 
 
 def test_crash_while_deleting_originals_resumes_without_writing_the_bundle_again(ingested, monkeypatch) -> None:
     source, lake, originals = ingested
     puts = count_puts(monkeypatch)
-    real_delete = archive._delete_batch
+    real_delete = Storage.delete_if
 
-    def delete_some_then_crash(storage: Storage, keys: list[str]) -> None:
-        real_delete(storage, keys[:3])
+    def delete_some_then_crash(storage: Storage, tags: dict[str, str]) -> list[str]:
+        real_delete(storage, dict(list(tags.items())[:3]))
         raise Crash
 
-    monkeypatch.setattr(archive, "_delete_batch", delete_some_then_crash)
+    monkeypatch.setattr(Storage, "delete_if", delete_some_then_crash)
     with pytest.raises(Crash):
         archive_day(source, lake, DAY, policy(), today=LATER)
     assert len(raw_keys(source)) == len(originals) - 3
-    monkeypatch.setattr(archive, "_delete_batch", real_delete)
+    monkeypatch.setattr(Storage, "delete_if", real_delete)
     result = archive_day(source, lake, DAY, policy(), today=LATER)
     assert result.status == "archived" and raw_keys(source) == []
     assert sorted(puts) == sorted(set(puts)) and len(puts) == 2
@@ -241,18 +242,18 @@ def test_crash_while_deleting_originals_resumes_without_writing_the_bundle_again
 def test_crash_after_the_bundle_is_written_does_not_write_it_twice(ingested, monkeypatch) -> None:
     source, lake, originals = ingested
     puts = count_puts(monkeypatch)
-    real_write = archive._write_manifest
+    real_write = archive.write_manifest
 
     def crash_when_uploaded(storage: Storage, key: str, manifest: archive.Manifest) -> None:
         if any(b.phase == "uploaded" for b in manifest.bundles):
             raise Crash
         real_write(storage, key, manifest)
 
-    monkeypatch.setattr(archive, "_write_manifest", crash_when_uploaded)
+    monkeypatch.setattr(archive, "write_manifest", crash_when_uploaded)
     with pytest.raises(Crash):
         archive_day(source, lake, DAY, policy(), today=LATER)
     assert len(puts) == 1 and sorted(raw_keys(source)) == sorted(originals)
-    monkeypatch.setattr(archive, "_write_manifest", real_write)
+    monkeypatch.setattr(archive, "write_manifest", real_write)
     result = archive_day(source, lake, DAY, policy(), today=LATER)
     assert result.status == "archived" and len(puts) == 2
     assert any("already written" in step for g in result.groups for step in g.steps)
@@ -262,8 +263,7 @@ def test_crash_after_the_bundle_is_written_does_not_write_it_twice(ingested, mon
 
 def test_crash_before_the_bundle_is_written_rebuilds_the_same_bundle(ingested, monkeypatch) -> None:
     source, lake, originals = ingested
-    monkeypatch.setattr(archive._LocalBundles, "put", lambda *a: (_ for _ in ()).throw(Crash()))
-    monkeypatch.setattr(archive._S3Bundles, "put", lambda *a: (_ for _ in ()).throw(Crash()))
+    monkeypatch.setattr(bundle_store.BundleStore, "put", lambda *a: (_ for _ in ()).throw(Crash()))
     with pytest.raises(Crash):
         archive_day(source, lake, DAY, policy(), today=LATER)
     manifest_key = f"trailsight-archive/manifests/2024/05/01/{ACCOUNT}/eu-west-1.json"
@@ -275,6 +275,22 @@ def test_crash_before_the_bundle_is_written_rebuilds_the_same_bundle(ingested, m
     assert json.loads(source.read_bytes(manifest_key))["bundles"][0]["sha256"] == recorded["sha256"]
     restore_day(source, DAY, policy())
     assert {k: source.read_bytes(k) for k in raw_keys(source)} == originals
+
+
+def test_original_rewritten_before_its_unwritten_bundle_is_rebuilt_is_verified_afresh(ingested, monkeypatch) -> None:
+    source, lake, originals = ingested
+    monkeypatch.setattr(bundle_store.BundleStore, "put", lambda *a: (_ for _ in ()).throw(Crash()))
+    with pytest.raises(Crash):
+        archive_day(source, lake, DAY, policy(), today=LATER)
+    monkeypatch.undo()
+    rewritten = next(k for k in originals if "/eu-west-1/" in k)
+    records = json.loads(gzip.decompress(originals[rewritten]))["Records"]
+    new_bytes = put_log(source, rewritten, list(reversed(records)))
+    result = archive_day(source, lake, DAY, policy(), today=LATER)
+    assert result.status == "archived" and raw_keys(source) == []
+    assert any(step.startswith("dropped bundle") for g in result.groups for step in g.steps)
+    restore_day(source, DAY, policy())
+    assert {k: source.read_bytes(k) for k in raw_keys(source)} == {**originals, rewritten: new_bytes}
 
 
 def test_files_delivered_after_archiving_go_into_a_second_bundle(ingested) -> None:

@@ -29,6 +29,7 @@ from trailsight.cli.common import (
 from trailsight.retention import archive as archive_module
 from trailsight.retention import costs
 from trailsight.retention import lifecycle as lifecycle_module
+from trailsight.retention import restore as restore_module
 from trailsight.retention.policy import DEFAULT_POLICY, load_policy
 
 
@@ -98,7 +99,7 @@ def restore(
     """
     parsed = parse_day(day, "--date")
     loaded = load_policy(policy)
-    result = archive_module.restore_day(source, parsed, loaded, target=target, accounts=tuple(account or ()),
+    result = restore_module.restore_day(source, parsed, loaded, target=target, accounts=tuple(account or ()),
                                         regions=tuple(region or ()), overwrite=overwrite)
     pending = [b for b in result.bundles if b.status == "pending"]
     failed = [b for b in result.bundles if b.status == "failed"]

@@ -12,10 +12,12 @@ does not have yet (by `eventhash`), so a killed run leaves complete files and a 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -39,9 +41,10 @@ from trailsight.convert.records import (
 )
 from trailsight.errors import StorageError, TrailsightError
 from trailsight.lake.layout import RUNS_PREFIX, check_lake_format
-from trailsight.lake.lock import _pid_alive, lake_lock
+from trailsight.lake.lock import lake_lock
 from trailsight.lake.writer import MAX_BUFFERED_ROWS, PartitionWriter, RowPiece, write_quarantine
 from trailsight.source.discovery import Discovery, LogObject, discover
+from trailsight.storage.lock import pid_alive
 from trailsight.storage.store import Storage, as_storage, printable_key
 
 SPILL_PREFIX = "trailsight-ingest-"
@@ -185,16 +188,34 @@ def _ingest_memory_pool() -> Iterator[None]:
         pa.set_memory_pool(previous)
 
 
-def _worker_init(environment: dict[str, str]) -> None:
-    """Prepare a worker: the run's environment (credentials, endpoints) and the faster memory pool.
+# How often a worker checks that the ingest that started it is still there.
+OWNER_POLL_SECONDS = 0.5
+
+
+def _worker_init(environment: dict[str, str], owner: int) -> None:
+    """Prepare a worker: the run's environment (credentials, endpoints) and the faster memory pool, and a watch
+    on the ingest process `owner`.
 
     A forkserver's workers inherit the environment the server started with, which can be older than the run's.
     """
+    threading.Thread(target=_exit_with, args=(owner,), name="owner-watch", daemon=True).start()
     os.environ.clear()
     os.environ.update(environment)
     pool = _fast_memory_pool()
     if pool is not None:
         pa.set_memory_pool(pool)
+
+
+def _exit_with(owner: int) -> None:
+    """End this worker, and the forkserver that forked it, once the ingest is gone (killed: nothing else would
+    ever tell them, and they would wait for work forever holding their memory)."""
+    server = os.getppid()
+    while pid_alive(owner):
+        time.sleep(OWNER_POLL_SECONDS)
+    if server not in (owner, 1):
+        with contextlib.suppress(OSError):
+            os.kill(server, signal.SIGKILL)
+    os._exit(1)
 
 
 ConvertTask = tuple[str, list[LogObject], int, str | None]
@@ -309,7 +330,7 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
-                               initargs=(dict(os.environ),))
+                               initargs=(dict(os.environ), os.getpid()))
     try:
         yield pool
     finally:
@@ -340,7 +361,7 @@ def remove_stale_spills() -> None:
     for parent in {SHARED_MEMORY, Path(tempfile.gettempdir())}:  # every place spill_parent() can choose
         for stale in parent.glob(f"{SPILL_PREFIX}*"):
             pid = stale.name.removeprefix(SPILL_PREFIX).split("-")[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(stale, ignore_errors=True)
 
 

@@ -23,7 +23,7 @@ from trailsight.convert.records import (
     content_identity,
     rebuild_event,
 )
-from trailsight.errors import TrailsightError
+from trailsight.errors import StorageError, TrailsightError, first_line
 from trailsight.lake.derived import Deriver
 from trailsight.lake.layout import (
     QUARANTINE_PREFIX,
@@ -32,8 +32,8 @@ from trailsight.lake.layout import (
     partition_hashes,
     partition_key,
 )
-from trailsight.lake.lock import _pid_alive
 from trailsight.schema import arrow_schema, load_schema
+from trailsight.storage.lock import pid_alive
 from trailsight.storage.store import Storage
 
 # Rows in memory, or the path of an Arrow file they were spilled to.
@@ -91,10 +91,14 @@ def spill(rows: pa.Table, folder: str) -> str:
     each file holds, never copies them, and they wait in the folder (shared memory, else the page cache), not
     in any process's heap.
     """
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".arrow", delete=False) as handle:
-        path = handle.name
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, rows.schema) as writer:
-        writer.write_table(rows)
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".arrow", delete=False) as handle:
+            path = handle.name
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, rows.schema) as writer:
+            writer.write_table(rows)
+    except OSError as exc:
+        raise StorageError(f"cannot spill rows to {folder} ({first_line(exc)}); free space there or point TMPDIR at "
+                           "a larger folder") from None
     return path
 
 
@@ -164,7 +168,7 @@ def write_files(lake: Storage, files: list[FileToWrite], deriver: Deriver, owner
     """
     to_derive = []
     for file in files:
-        if owner is not None and not _pid_alive(owner):
+        if owner is not None and not pid_alive(owner):
             raise TrailsightError(f"the ingest that holds the lake's lock (pid {owner}) is gone; not writing")
         rows = pa.concat_tables([load(piece) for piece in file.pieces]).take(pa.array(file.order))
         for piece in file.pieces:

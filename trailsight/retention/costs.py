@@ -27,7 +27,7 @@ import numpy as np
 
 from trailsight.errors import PolicyError
 from trailsight.resources import package_folder
-from trailsight.retention.archive import Member, estimated_bundle_size, group_of, index_bytes
+from trailsight.retention.bundle import planned_bundle_sizes
 from trailsight.retention.policy import (
     ARCHIVE_CLASSES,
     REQUIRED,
@@ -196,12 +196,7 @@ def take_inventory(source: str | Path | Storage, start: date | None = None, end:
     first = start or (min(dated) if dated else None)
     last = end or (max(dated) if dated else None)
     days = (last - first).days + 1 if first and last else 1
-    groups: dict[tuple[date | None, str], list[Member]] = defaultdict(list)
-    for obj in found.event_files:
-        groups[(obj.delivery_date, group_of(obj))].append(Member(obj.key, obj.size, "0" * 64))
-    bundles = [estimated_bundle_size((m.size for m in members),
-                                     len(index_bytes(members, {"day": str(day), "group": group})))
-               for (day, group), members in groups.items()]
+    bundles = planned_bundle_sizes(found.event_files)
     return Inventory(first, last, days, np.array([o.size for o in found.event_files], dtype=np.int64),
                      np.array([o.size for o in others], dtype=np.int64), np.array(bundles, dtype=np.int64))
 

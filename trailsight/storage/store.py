@@ -6,14 +6,19 @@ Writes are atomic: a reader sees the old object or the new one, never a partial 
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import fcntl
+import hashlib
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -21,6 +26,9 @@ from botocore.exceptions import ClientError
 
 from trailsight.errors import StorageError, TransientError, first_line
 from trailsight.storage.aws import client, region_name, s3_endpoint
+
+# S3 answers a failed If-Match / If-None-Match / per-object ETag condition with one of these codes.
+CONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict", "412", "NoSuchKey", "404")
 
 TRANSIENT_MARKERS = ("SlowDown", "503", "500 ", "InternalError", "ServiceUnavailable", "Throttl", "RequestTimeout",
                      "timed out", "Timeout", "Connection reset", "connection reset", "Broken pipe", "curlCode: 28",
@@ -45,6 +53,27 @@ def printable_key(key: str) -> str:
 
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+# The metadata entry that carries an object's SHA-256 (hex) next to S3's own base64 checksum.
+SHA_METADATA = "trailsight-sha256"
+# S3 takes at most this much in one PUT or COPY.
+MAX_SINGLE_REQUEST_BYTES = 5 * 2**30
+
+
+class ArchivedObjectError(StorageError):
+    """An object in an archive storage class was read before a restore made it readable."""
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    """What the store says about one object: size, SHA-256 (None when not recorded), storage class (None where
+    classes do not apply: a local folder) and restore state: none, ongoing or ready (a readable restored copy)."""
+
+    size: int
+    sha256: str | None
+    storage_class: str | None
+    restore: str
 
 
 @dataclass(frozen=True)
@@ -261,6 +290,242 @@ class Storage:
             raise StorageError(f"cannot create s3://{target}: {code or exc}") from exc
         return True
 
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        """An object's bytes and its tag, which changes whenever the object is rewritten (S3: the ETag of exactly
+        these bytes; a local file: their SHA-256). The tag is what `replace_if` and `delete_if` compare."""
+        if self.is_local:
+            data = self.read_bytes(key)
+            return data, hashlib.sha256(data).hexdigest()
+        bucket, _, object_key = self.path(key).partition("/")
+        try:
+            response = client("s3").get_object(Bucket=bucket, Key=object_key)
+            return response["Body"].read(), response["ETag"]
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                raise StorageError(f"no such object: s3://{bucket}/{object_key}") from exc
+            raise storage_error(f"cannot read s3://{bucket}/{object_key}", exc) from exc
+
+    def replace_if(self, key: str, tag: str, data: bytes) -> bool:
+        """Compare-and-swap: write `data` only if the object still has `tag`; False when it changed or is gone.
+
+        S3: a conditional PUT (If-Match). A local folder: replacers take an advisory lock on a guard file beside
+        the object (released by the kernel if the process dies), check the tag, then rename the new file over it.
+        """
+        target = self.path(key)
+        if not self.is_local:
+            bucket, _, object_key = target.partition("/")
+            try:
+                client("s3").put_object(Bucket=bucket, Key=object_key, Body=data, IfMatch=tag)
+            except ClientError as exc:
+                if _code(exc) in CONDITION_FAILED:
+                    return False
+                raise storage_error(f"cannot replace s3://{target}", exc) from exc
+            return True
+        folder, _, name = target.rpartition("/")
+        try:
+            with open(f"{folder}/.{name}.guard", "ab") as guard:
+                fcntl.flock(guard, fcntl.LOCK_EX)
+                try:
+                    current = Path(target).read_bytes()
+                except FileNotFoundError:
+                    return False
+                if hashlib.sha256(current).hexdigest() != tag:
+                    return False
+                self.write_bytes(key, data)
+                return True
+        except OSError as exc:
+            raise storage_error(f"cannot replace {target}", exc) from exc
+
+    def delete_if(self, tags: dict[str, str]) -> list[str]:
+        """Delete each object only if it still has its tag; returns the keys kept (changed since, or gone).
+
+        S3: DeleteObjects with each object's ETag as a condition, 1,000 keys a request. A local file is first
+        renamed aside (a file written to its name from then on is a new file, left alone), hashed, and deleted
+        only when its hash is the tag (folders left empty go too); otherwise it is put back.
+        """
+        if self.is_local:
+            return [key for key in tags if not self._delete_local_if(key, tags[key])]
+        kept: list[str] = []
+        keys = list(tags)
+        bucket = self.root.partition("/")[0]
+        if len(keys) == 1:  # one DELETE with If-Match (a lock's release, a lone original)
+            target = self.path(keys[0]).partition("/")[2]
+            try:
+                client("s3").delete_object(Bucket=bucket, Key=target, IfMatch=tags[keys[0]])
+            except ClientError as exc:
+                if _code(exc) not in CONDITION_FAILED:
+                    raise storage_error(f"cannot delete s3://{bucket}/{target}", exc) from exc
+                kept.append(keys[0])
+            return kept
+        for start in range(0, len(keys), 1000):
+            batch = keys[start:start + 1000]
+            objects = [{"Key": self.path(key).partition("/")[2], "ETag": tags[key]} for key in batch]
+            try:
+                response = client("s3").delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+            except ClientError as exc:
+                raise storage_error(f"cannot delete objects under s3://{self.root}", exc) from exc
+            for error in response.get("Errors", []):
+                if error.get("Code") not in CONDITION_FAILED:
+                    raise StorageError(f"cannot delete s3://{bucket}/{error.get('Key')} ({error.get('Code')})")
+                kept.append(self.key_of(f"{bucket}/{error['Key']}"))
+        return kept
+
+    def _remove_empty_folders(self, folder: str) -> None:
+        """Remove `folder` and its parents below the root while they are empty (a lock or a day's originals
+        leave no empty tree behind)."""
+        while folder.startswith(f"{self.root}/"):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                return
+            folder = folder.rpartition("/")[0]
+
+    def _delete_local_if(self, key: str, tag: str) -> bool:
+        target = self.path(key)
+        folder, _, name = target.rpartition("/")
+        aside = f"{folder}/.{name}.{uuid.uuid4().hex}.deleting"
+        try:
+            os.rename(target, aside)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise storage_error(f"cannot delete {target}", exc) from exc
+        try:
+            with open(aside, "rb") as stream:
+                same = _sha256_of(stream) == tag
+            if same:
+                os.unlink(aside)
+                self._remove_empty_folders(folder)
+                return True
+            try:
+                os.link(aside, target)
+                os.unlink(aside)
+            except FileExistsError:
+                # Yet another file arrived under this name meanwhile: keep the changed one beside it, visibly.
+                os.rename(aside, f"{target}.kept-{uuid.uuid4().hex[:8]}")
+            return False
+        except OSError as exc:
+            raise storage_error(f"cannot delete {target} (its bytes are in {aside})", exc) from exc
+
+    @property
+    def has_storage_classes(self) -> bool:
+        return not self.is_local
+
+    def put_file(self, key: str, path: str | Path, sha256: str, content_type: str = "application/octet-stream",
+                 ) -> str | None:
+        """Write a local file as an object with its SHA-256 recorded (S3 also checks it on arrival); returns the
+        S3 version written (None when unversioned or local). A failed write leaves no temporary file."""
+        target = self.path(key)
+        size = os.path.getsize(path)
+        if not self.is_local:
+            if size > MAX_SINGLE_REQUEST_BYTES:
+                raise StorageError(f"s3://{target} would be {size / 2**30:.1f} GiB, over S3's 5 GiB limit for one "
+                                   "PUT or COPY")
+            bucket, _, object_key = target.partition("/")
+            checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+            try:
+                with open(path, "rb") as body:
+                    response = client("s3").put_object(Bucket=bucket, Key=object_key, Body=body,
+                                                       ChecksumSHA256=checksum, Metadata={SHA_METADATA: sha256},
+                                                       ContentType=content_type)
+            except ClientError as exc:
+                raise storage_error(f"cannot write s3://{target}", exc) from exc
+            version = response.get("VersionId")
+            return None if version in (None, "null") else version
+        folder, _, name = target.rpartition("/")
+        os.makedirs(folder, exist_ok=True)
+        for stale in Path(folder).glob(f".{name}.*.tmp"):  # left by a killed writer of this object
+            stale.unlink(missing_ok=True)
+        temp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(path, "rb") as source, open(temp, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from None
+        return None
+
+    def head(self, key: str) -> ObjectHead | None:
+        """Size, SHA-256, storage class and restore state of an object; None when there is none. A local file is
+        hashed (it carries no metadata); on S3 the recorded SHA-256 is checked against S3's own checksum."""
+        target = self.path(key)
+        if self.is_local:
+            if not os.path.isfile(target):
+                return None
+            with open(target, "rb") as stream:
+                return ObjectHead(os.path.getsize(target), _sha256_of(stream), None, "none")
+        bucket, _, object_key = target.partition("/")
+        try:
+            response = client("s3").head_object(Bucket=bucket, Key=object_key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise storage_error(f"cannot read s3://{target}", exc) from exc
+        restore_header = response.get("Restore") or ""
+        restore = ("ongoing" if 'ongoing-request="true"' in restore_header
+                   else "ready" if 'ongoing-request="false"' in restore_header else "none")
+        sha = (response.get("Metadata") or {}).get(SHA_METADATA)
+        checksum = response.get("ChecksumSHA256")
+        if sha and checksum and "-" not in checksum and base64.b64decode(checksum).hex() != sha:
+            sha = f"mismatch:{base64.b64decode(checksum).hex()}"
+        return ObjectHead(response["ContentLength"], sha, response.get("StorageClass") or "STANDARD", restore)
+
+    def set_storage_class(self, key: str, storage_class: str, drop_version: str | None = None) -> None:
+        """Move an object into a storage class (an in-place server-side copy keeping its metadata and checksum);
+        `drop_version` is the version the copy replaces, deleted so that it does not linger in a versioned
+        bucket. Where classes do not apply (a local folder) nothing changes."""
+        if not self.has_storage_classes:
+            return
+        bucket, _, object_key = self.path(key).partition("/")
+        s3 = client("s3")
+        try:
+            s3.copy_object(Bucket=bucket, Key=object_key, CopySource={"Bucket": bucket, "Key": object_key},
+                           StorageClass=storage_class, MetadataDirective="COPY", ChecksumAlgorithm="SHA256")
+            if drop_version:
+                s3.delete_object(Bucket=bucket, Key=object_key, VersionId=drop_version)
+        except ClientError as exc:
+            raise storage_error(f"cannot move s3://{bucket}/{object_key} to {storage_class}", exc) from exc
+
+    @contextlib.contextmanager
+    def open_stream(self, key: str) -> Iterator[BinaryIO]:
+        """Read an object as a stream; ArchivedObjectError when its storage class needs a restore first."""
+        target = self.path(key)
+        if self.is_local:
+            try:
+                with open(target, "rb") as stream:
+                    yield stream
+            except FileNotFoundError:
+                raise StorageError(f"no such object: {target}") from None
+            return
+        bucket, _, object_key = target.partition("/")
+        try:
+            body = client("s3").get_object(Bucket=bucket, Key=object_key)["Body"]
+        except ClientError as exc:
+            if _code(exc) == "InvalidObjectState":
+                raise ArchivedObjectError(f"s3://{target} is archived; restore it first") from None
+            raise storage_error(f"cannot read s3://{target}", exc) from exc
+        try:
+            yield body
+        finally:
+            body.close()
+
+    def request_restore(self, key: str, days: int, tier: str) -> None:
+        """Ask S3 to make a readable copy of an archived object for `days` days (a restore under way is fine)."""
+        bucket, _, object_key = self.path(key).partition("/")
+        if not self.has_storage_classes:
+            return
+        try:
+            client("s3").restore_object(Bucket=bucket, Key=object_key,
+                                        RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": tier}})
+        except ClientError as exc:
+            if _code(exc) != "RestoreAlreadyInProgress":
+                raise StorageError(f"cannot start the restore of s3://{bucket}/{object_key} ({_code(exc)}); check "
+                                   "the s3:RestoreObject permission and try again") from None
+
     def user_metadata(self, key: str) -> dict[str, str]:
         """An object's user metadata (S3 `x-amz-meta-*`, names without that prefix); local files have none."""
         if self.is_local:
@@ -288,6 +553,17 @@ class Storage:
             return
         except OSError as exc:
             raise storage_error(f"cannot delete {self.path(key)}", exc) from exc
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "")) or str(exc)
+
+
+def _sha256_of(stream: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := stream.read(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def as_storage(location: str | Path | Storage) -> Storage:
