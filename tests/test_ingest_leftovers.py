@@ -7,13 +7,16 @@ import gzip
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from conftest import day_start, log_key, make_event
 
 # Runs the ingest with two workers converting every batch, and stops itself once the first converted batch is
@@ -127,10 +130,11 @@ def test_workers_and_forkserver_exit_when_the_ingest_is_killed(tmp_path: Path) -
             os.kill(pid, signal.SIGKILL)
 
 
-def test_full_spill_folder_is_named_in_the_error(tmp_path: Path) -> None:
+def test_full_spill_folder_is_named_in_the_error(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     write_source(tmp_path / "source", files=20, events=120)
-    spill_parent = tmp_path / "spill"
-    spill_parent.mkdir()
+    # A short folder: the workers' forkserver puts its socket under TMPDIR, and a socket path has 107 bytes at most.
+    spill_parent = Path(tempfile.mkdtemp(prefix="ts-spill-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(spill_parent, ignore_errors=True))
     run = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path / "source"), str(tmp_path / "lake"), "65536"],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "TMPDIR": str(spill_parent)})
     assert run.returncode == 1
