@@ -62,6 +62,10 @@ def ingest(
             source, lake, first, last, tuple(account or ()), tuple(region or ()), late_hours, workers,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
+    if not summary.files_found:
+        dates = f" delivered {first}..{last}" if first else ""
+        err.print(f"note: no CloudTrail log files{dates} in {source}; --source takes the folder (or s3:// prefix) "
+                  "that holds AWSLogs/", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         out.print_json(json.dumps(summary.as_dict()))
         return

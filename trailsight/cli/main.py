@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -37,8 +38,23 @@ CLICK_ERRORS: tuple[type[Exception], ...] = (click.ClickException,
 CLICK_ABORT: tuple[type[BaseException], ...] = (click.Abort, typer.Abort)
 
 
+class PlainStderr(logging.Handler):
+    """The library's notices (retries, progress) as `warning: ...` lines on the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"{record.levelname.lower()}: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+def _show_library_notices() -> None:
+    logger = logging.getLogger("trailsight")
+    if not any(isinstance(h, PlainStderr) for h in logger.handlers):
+        logger.addHandler(PlainStderr(logging.INFO))
+        logger.setLevel(logging.INFO)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; domain errors become one `Error:` line, never a traceback."""
+    _show_library_notices()
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="trailsight", standalone_mode=False)

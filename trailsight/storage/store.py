@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 from botocore.exceptions import ClientError
 
 from trailsight.errors import StorageError, TransientError, first_line
-from trailsight.storage.aws import client, region_name, s3_endpoint
+from trailsight.storage.aws import client, region_name, require_credentials, s3_endpoint
 
 TRANSIENT_MARKERS = ("SlowDown", "503", "500 ", "InternalError", "ServiceUnavailable", "Throttl", "RequestTimeout",
                      "timed out", "Timeout", "Connection reset", "connection reset", "Broken pipe", "curlCode: 28",
@@ -57,6 +57,7 @@ class Storage:
         text = str(url)
         self.url = text
         if text.startswith("s3://"):
+            require_credentials(text)
             self.fs: pafs.FileSystem = _s3_filesystem()
             self.root = text.removeprefix("s3://").rstrip("/")
             self.is_local = False

@@ -1,0 +1,107 @@
+"""A new user's first hour: mistakes that would succeed silently fail with a message that names the fix."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import WriteLog, day_start, log_key, make_event
+
+from trailsight.cli.main import run
+from trailsight.storage.aws import client
+
+
+@pytest.fixture
+def archive(tmp_path: Path, write_log: WriteLog) -> Path:
+    when = day_start(2024, 5, 1).replace(hour=9)
+    write_log(log_key(when), [make_event(when), make_event(when, errorCode="AccessDenied")])
+    return tmp_path / "source"
+
+
+def ingest_from(source: Path | str, tmp_path: Path) -> int:
+    return run(["ingest", "--source", str(source), "--lake", str(tmp_path / "lake"), "--workers", "1"])
+
+
+def test_source_at_the_awslogs_folder_itself_is_read(archive: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert ingest_from(archive / "AWSLogs", tmp_path) == 0
+    assert "events written" in capsys.readouterr().out.replace("_", " ")
+
+
+def test_source_at_an_account_folder_says_what_to_pass(archive: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    account = next((archive / "AWSLogs").iterdir())
+    assert ingest_from(account, tmp_path) == 1
+    assert capsys.readouterr().err == (
+        f"Error: {account} is inside a CloudTrail archive; give the folder that holds AWSLogs/ and choose what to "
+        f"read with options: --source {archive} --account {account.name}\n")
+
+
+def test_source_at_a_date_folder_names_account_region_and_date(archive: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (day_folder,) = archive.glob("AWSLogs/*/CloudTrail/*/2024/05/01")
+    assert ingest_from(day_folder, tmp_path) == 1
+    assert capsys.readouterr().err.endswith(
+        f"--source {archive} --account {day_folder.parts[-6]} --region {day_folder.parts[-4]} --date 2024-05-01\n")
+
+
+def test_source_with_no_log_files_says_what_source_takes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert ingest_from(tmp_path / "empty", tmp_path) == 0
+    assert capsys.readouterr().err == (f"note: no CloudTrail log files in {tmp_path / 'empty'}; --source takes the "
+                                       "folder (or s3:// prefix) that holds AWSLogs/\n")
+
+
+def test_s3_without_credentials_fails_in_seconds_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr("trailsight.storage.aws._have_credentials", set())
+    started = time.monotonic()
+    assert run(["ingest", "--source", str(tmp_path), "--lake", "s3://some-bucket/lake"]) == 1
+    assert time.monotonic() - started < 10
+    assert capsys.readouterr().err == (
+        "Error: no AWS credentials found for s3://some-bucket/lake: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, or run `aws configure`\n")
+
+
+class FlakyS3(BaseHTTPRequestHandler):
+    """Answers 503 SlowDown to the first request, then 200: what a throttled bucket does."""
+
+    calls = 0
+
+    def do_HEAD(self) -> None:
+        type(self).calls += 1
+        self.send_response(503 if type(self).calls == 1 else 200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_retrying_s3_call_is_said_once_with_its_reason(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setattr("trailsight.storage.aws._retry_noted", set())
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyS3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        s3 = client("s3", f"http://127.0.0.1:{server.server_port}")
+        with caplog.at_level(logging.WARNING, logger="trailsight"):
+            s3.head_bucket(Bucket="b")
+            s3.head_bucket(Bucket="b")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert FlakyS3.calls == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "s3 is not answering (HTTP 503); retrying, up to 8 attempts per call"]
