@@ -105,3 +105,33 @@ def test_a_retrying_s3_call_is_said_once_with_its_reason(monkeypatch: pytest.Mon
     assert FlakyS3.calls == 3
     assert [r.getMessage() for r in caplog.records] == [
         "s3 is not answering (HTTP 503); retrying, up to 8 attempts per call"]
+
+
+def test_generate_into_a_file_says_it_needs_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("x")
+    assert run(["generate", "--out", str(tmp_path / "a-file"), "--days", "1"]) == 1
+    assert capsys.readouterr().err == (
+        f"Error: {tmp_path / 'a-file'} is a file; the sample archive needs a folder (created if missing)\n")
+
+
+def test_failed_archive_verification_shows_ten_problems_and_lists_all_in_a_file(
+        tmp_path: Path, write_log: WriteLog, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    kept = day_start(2024, 5, 2).replace(hour=9)
+    write_log(log_key(kept), [make_event(kept)])
+    assert ingest_from(tmp_path / "source", tmp_path) == 0
+    for n in range(25):  # delivered for 2024-05-01, never ingested
+        when = day_start(2024, 5, 1).replace(hour=1 + n // 2, minute=n % 2 * 30)
+        write_log(log_key(when, suffix=f"{n:016x}"), [make_event(when)])
+    policy = tmp_path / "retention.toml"
+    policy.write_text('[raw]\nkeep_as_delivered_days = 1\nretain_days = 400\n\n[bundles]\nstorage_class = "GLACIER_IR"\n')
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert run(["archive", "--source", str(tmp_path / "source"), "--lake", str(tmp_path / "lake"),
+                "--date", "2024-05-01", "--policy", str(policy)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 12 and lines[10] == "... and 15 more"
+    assert lines[11] == ("2024-05-01 failed verification (25 problems); nothing was written or deleted; all 25 "
+                         "problems are listed in archive-problems-2024-05-01.txt")
+    listed = (tmp_path / "archive-problems-2024-05-01.txt").read_text().splitlines()
+    assert len(listed) == 25 and listed[:10] == lines[:10]

@@ -144,6 +144,20 @@ def _plural(count: int, word: str) -> str:
     return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
 
 
+PROBLEMS_SHOWN = 10
+
+
+def problems_listed(problems: list[str], listing: Path) -> str:
+    """Print the first few problems to stderr; when there are more, write them all to `listing` and say where."""
+    for problem in problems[:PROBLEMS_SHOWN]:
+        _line(problem, error=True)
+    if len(problems) <= PROBLEMS_SHOWN:
+        return ""
+    listing.write_text("\n".join(problems) + "\n")
+    _line(f"... and {len(problems) - PROBLEMS_SHOWN:,} more", error=True)
+    return f"; all {len(problems):,} problems are listed in {listing}"
+
+
 def _line(text: str, *, error: bool = False) -> None:
     """A plain line (no markup, no wrapping): messages carry keys, JSON and [sections] verbatim."""
     print(text, file=sys.stderr if error else sys.stdout)

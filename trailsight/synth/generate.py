@@ -48,6 +48,8 @@ from typing import Any
 import orjson
 from isal import igzip
 
+from trailsight.errors import UsageError
+
 __all__ = ["GenerationSummary", "generate_archive"]
 
 # ------------------------------------------------------------------------------------------------------------
@@ -125,6 +127,8 @@ def generate_archive(
     if workers < 1:
         raise ValueError("workers must be >= 1")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; the sample archive needs a folder (created if missing)")
     if end is None:
         end = datetime.now(UTC).date() - timedelta(days=1)
     day_list = [end - timedelta(days=days - 1 - i) for i in range(days)]
