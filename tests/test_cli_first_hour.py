@@ -124,7 +124,7 @@ def test_failed_archive_verification_shows_ten_problems_and_lists_all_in_a_file(
         when = day_start(2024, 5, 1).replace(hour=1 + n // 2, minute=n % 2 * 30)
         write_log(log_key(when, suffix=f"{n:016x}"), [make_event(when)])
     policy = tmp_path / "retention.toml"
-    policy.write_text("[raw]\nkeep_as_delivered_days = 1\nretain_days = 400\n")
+    policy.write_text("[raw]\nkeep_as_delivered_days = 1\nretain_days = 400\n[bundles]\nstorage_class = 'GLACIER'\n")
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     assert run(["archive", "--source", str(tmp_path / "source"), "--lake", str(tmp_path / "lake"),
