@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import WriteLog, day_start, log_key, make_event
 
@@ -135,3 +139,74 @@ def test_failed_archive_verification_shows_ten_problems_and_lists_all_in_a_file(
                          "problems are listed in archive-problems-2024-05-01.txt")
     listed = (tmp_path / "archive-problems-2024-05-01.txt").read_text().splitlines()
     assert len(listed) == 25 and listed[:10] == lines[:10]
+
+
+@pytest.fixture
+def lake(archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    assert ingest_from(archive, tmp_path) == 0
+    capsys.readouterr()
+    return tmp_path / "lake"
+
+
+def test_select_star_too_wide_for_the_terminal_is_shown_one_field_per_line(
+        lake: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("trailsight.cli.common.out.size", (220, 50))
+    assert run(["sql", "--lake", str(lake), "SELECT * FROM cloudtrail ORDER BY errorcode NULLS LAST LIMIT 5"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("note: 37 columns do not fit in 220; one field per line (--format line).")
+    lines = captured.out.splitlines()
+    assert lines[0].startswith("-[ row 1 ]") and sum(line.startswith("-[ row") for line in lines) == 2
+    assert "errorcode                    | AccessDenied" in lines
+    (identity,) = [line for line in lines if line.startswith("useridentity ")][:1]
+    assert json.loads(identity.split(" | ", 1)[1])["type"] == "IAMUser"
+
+
+def test_table_cells_are_cut_short_not_squeezed_out(lake: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("trailsight.cli.common.out.size", (120, 50))
+    assert run(["sql", "--lake", str(lake), "SELECT eventname, useridentity, errorcode FROM cloudtrail "
+                "ORDER BY errorcode NULLS LAST"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "DescribeInstances" in line]
+    assert len(rows) == 2 and all('{"type":"IAMUser",' in row and "…" in row for row in rows)
+    assert "AccessDenied" in rows[0]
+
+
+def test_csv_and_jsonl_write_structs_as_json(lake: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    query = "SELECT useridentity, eventtime FROM cloudtrail LIMIT 1"
+    assert run(["sql", "--lake", str(lake), query, "--format", "csv"]) == 0
+    (row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert json.loads(row["useridentity"])["type"] == "IAMUser" and "None" not in row["useridentity"]
+    assert row["eventtime"] == "2024-05-01T09:00:00Z"
+    assert run(["sql", "--lake", str(lake), query, "--format", "jsonl"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["useridentity"]["type"] == "IAMUser"
+
+
+def test_parquet_output_goes_to_a_file(lake: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    query = "SELECT eventname, useridentity FROM cloudtrail"
+    assert run(["sql", "--lake", str(lake), query, "--format", "parquet"]) == 1
+    assert capsys.readouterr().err == "Error: --format parquet writes a file; add --out PATH\n"
+    assert run(["sql", "--lake", str(lake), query, "--format", "parquet", "--out", str(tmp_path / "r.parquet")]) == 0
+    assert capsys.readouterr().err == f"wrote 2 rows to {tmp_path / 'r.parquet'}\n"
+    table = pq.read_table(tmp_path / "r.parquet")
+    assert table.num_rows == 2 and table.schema.field("useridentity").type.num_fields > 3
+
+
+def test_sql_help_names_the_three_views(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["sql", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(view in text for view in ("cloudtrail ", "cloudtrail_calls", "cloudtrail_insights"))
+
+
+def test_the_overview_and_the_report_count_failed_calls_alike(archive: Path, lake: Path, tmp_path: Path,
+                                                              write_log: WriteLog) -> None:
+    from trailsight.query.duckdb_engine import run_sql
+    from trailsight.query.sqlfiles import load_sql
+    from trailsight.report.daily import summary_report
+
+    when = day_start(2024, 5, 1).replace(hour=10)
+    write_log(log_key(when, suffix="e" * 16), [make_event(when, errorMessage="Failed authentication")])
+    assert ingest_from(archive, tmp_path) == 0
+    overview = run_sql(lake, load_sql("lake_overview").sql)
+    failed = dict(zip(overview.columns, overview.rows[0], strict=True))["failed"]
+    assert failed == summary_report(lake, "2024-05-01")["headline"]["failed"] == 2

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -22,17 +25,20 @@ from trailsight.cli.common import (
     SourceOption,
     StartOption,
     WorkgroupOption,
+    _line,
     _summary_table,
     app,
     date_range,
     err,
     out,
     print_result,
+    write_result,
 )
+from trailsight.errors import UsageError
 from trailsight.lake import export as export_module
 from trailsight.lake import ingest as lake_module
 from trailsight.query import athena
-from trailsight.query.duckdb_engine import QueryResult, run_sql
+from trailsight.query.duckdb_engine import QueryResult, run_sql, write_parquet
 from trailsight.schema import load_schema, markdown
 
 
@@ -97,8 +103,12 @@ def export(
 @app.command()
 def sql(
     lake: LakeOption,
-    query: Annotated[str, typer.Argument(help="SQL over the views cloudtrail and cloudtrail_insights.")],
+    query: Annotated[str, typer.Argument(help="SQL over the views cloudtrail (one row per event), cloudtrail_calls "
+                                         "(the same rows plus principal, failed, error_code and error_family, as "
+                                         "the reports count them) and cloudtrail_insights.")],
     output_format: FormatOption = OutputFormat.table,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Write the result into this file (any format; "
+                                                  "needed for parquet).")] = None,
     engine: EngineOption = Engine.duckdb,
     database: DatabaseOption = "trailsight",
     workgroup: WorkgroupOption = "primary",
@@ -106,15 +116,35 @@ def sql(
 ) -> None:
     """Run SQL over the lake with DuckDB (local folder or S3), or with Athena (written in DuckDB's dialect).
 
+    Views: cloudtrail (every event), cloudtrail_calls (with the reports' principal, failed, error_code and
+    error_family), cloudtrail_insights (Insights events); `trailsight schema` lists the columns.
+    Wide rows: --format line. Large results: --format parquet --out FILE.
+
     Example: trailsight sql --lake ./lake "SELECT eventname, count(*) FROM cloudtrail GROUP BY 1 ORDER BY 2 DESC"
     """
+    if output_format is OutputFormat.parquet and out_path is None:
+        raise UsageError("--format parquet writes a file; add --out PATH")
+    if output_format is OutputFormat.parquet and engine is Engine.duckdb:
+        rows = write_parquet(lake, query, out_path)
+        _line(f"wrote {rows:,} rows to {out_path}", error=True)
+        return
     if engine is Engine.athena:
         run = athena.run_query(query, {}, athena.AthenaSettings(database, workgroup, output_location))
-        print_result(QueryResult(run.columns, run.rows), output_format)
+        result = QueryResult(run.columns, run.rows)
         err.print(f"Athena query {run.query_id}: {run.bytes_scanned:,} bytes scanned, "
                   f"about ${run.cost_usd:.6f}")
+    else:
+        result = run_sql(lake, query)
+    if out_path is None:
+        print_result(result, output_format)
         return
-    print_result(run_sql(lake, query), output_format)
+    if output_format is OutputFormat.parquet:
+        pq.write_table(pa.Table.from_pylist([dict(zip(result.columns, r, strict=True)) for r in result.rows]),
+                       out_path)
+    else:
+        with open(out_path, "w", newline="") as stream:
+            write_result(result, "line" if output_format is OutputFormat.table else output_format, stream)
+    _line(f"wrote {len(result.rows):,} rows to {out_path}", error=True)
 
 
 @app.command()

@@ -23,6 +23,7 @@ from trailsight.cli.common import (
     parse_day,
 )
 from trailsight.query import athena
+from trailsight.report.daily import counts_text
 
 
 @app.command()
@@ -59,7 +60,7 @@ def report(
     for warning in summary.warnings:
         err.print(f"warning: {warning}")
     out.print(f"{parsed}: {summary.events:,} events, {summary.failed:,} failed calls, {summary.spikes} spikes, "
-              f"findings {summary.findings}")
+              f"findings: {counts_text(summary.findings)}")
     out.print(f"wrote {len(summary.files)} files to {target} (open {target / 'report.html'})")
 
 

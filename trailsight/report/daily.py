@@ -293,6 +293,15 @@ def csv_text(rows: Rows) -> str:
     return buffer.getvalue()
 
 
+def counts_text(counts: dict[str, int]) -> str:
+    """`{"critical": 1, "high": 3, "low": 0}` as `1 critical, 3 high` (or `none`): for lines people read.
+
+    >>> counts_text({"critical": 1, "high": 3, "low": 0})
+    '1 critical, 3 high'
+    """
+    return ", ".join(f"{n:,} {name}" for name, n in counts.items() if n) or "none"
+
+
 @dataclass
 class ReportSummary:
     """What `write_daily_report` did: files written, seconds per report and the figures a person looks at."""
