@@ -17,6 +17,7 @@ import csv
 import difflib
 import io
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from trailsight.integrity.digests import verify_digests
 from trailsight.query.athena import AthenaConnection, AthenaSettings
 from trailsight.query.duckdb_engine import connect, use_derived
 from trailsight.query.sqlfiles import load_sql
+from trailsight.resources import package_folder
 from trailsight.storage.store import Storage, as_storage
 
 if TYPE_CHECKING:
@@ -224,15 +226,11 @@ REPORTS: dict[str, ReportFunction] = {
     "security": security_report,
 }
 
-# The main table of each report (written as <report>.csv), then further tables (<report>.<table>.csv).
-TABLES: dict[str, tuple[str, ...]] = {
-    "summary": ("calls_per_hour",),
-    "top_callers": ("principals", "apis", "source_ips", "read_write"),
-    "failed_calls": ("by_error_code", "by_api", "by_principal", "new_kinds"),
-    "spikes": ("table",),
-    "security": ("table",),
-    "integrity": ("problems",),
-}
+# The main table of each report (written as <report>.csv), then further tables (<report>.<table>.csv), with the
+# columns each is written with even when empty.
+CSV_COLUMNS: dict[str, dict[str, list[str]]] = tomllib.loads(
+    (package_folder("trailsight.report") / "csv_columns.toml").read_text())
+TABLES: dict[str, tuple[str, ...]] = {name: tuple(tables) for name, tables in CSV_COLUMNS.items()}
 
 
 def select_reports(reports: str | list[str] | tuple[str, ...] | None) -> list[str]:
@@ -272,12 +270,13 @@ def dump_json(value: Any) -> bytes:
     return orjson.dumps(jsonable(value), option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def csv_text(rows: Rows) -> str:
-    """CSV of rows; lists become `a; b; c` so every cell stays one value."""
+def csv_text(rows: Rows, columns: list[str] | None = None) -> str:
+    """CSV of rows with a header (the rows' own keys, else `columns`: an empty table keeps its header); lists
+    become `a; b; c` so every cell stays one value."""
     buffer = io.StringIO()
-    if not rows:
+    columns = list(rows[0]) if rows else list(columns or [])
+    if not columns:
         return ""
-    columns = list(rows[0])
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
@@ -382,7 +381,9 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
         body = {k: v for k, v in data.items() if k not in ("records", "table")}
         write(f"{name}.json", dump_json({"report": name, "day": day, **body}))
         for index, table in enumerate(TABLES[name]):
-            write(f"{name}.csv" if index == 0 else f"{name}.{table}.csv", csv_text(data.get(table, [])))
+            rows = data.get(table) or []
+            write(f"{name}.csv" if index == 0 else f"{name}.{table}.csv",
+                  csv_text([rows] if isinstance(rows, dict) else rows, CSV_COLUMNS[name][table]))
     if "spikes" in results:
         write("insights.json", dump_json({"Records": results["spikes"]["records"]}))
     write("report.md", render_markdown(day, results, summary))

@@ -459,8 +459,10 @@ def render_html(day: date, results: dict[str, dict[str, Any]], summary: Any) -> 
 # --- Markdown --------------------------------------------------------------------------------------------
 
 
-def _md_cell(value: Any) -> str:
-    if isinstance(value, float):
+def _md_cell(value: Any, key: str = "") -> str:
+    if key.endswith("_rate") and isinstance(value, float):
+        text = _pct(value)  # as the HTML page shows rates
+    elif isinstance(value, float):
         text = f"{value:,.4f}".rstrip("0").rstrip(".")
     elif isinstance(value, int):
         text = f"{value:,}"
@@ -477,7 +479,7 @@ def _md_table(columns: list[tuple[str, str]], rows: list[dict[str, Any]]) -> lis
     if not rows:
         return ["_nothing on this day_", ""]
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_md_cell(row.get(key)) for key, _ in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(_md_cell(row.get(key), key) for key, _ in columns) + " |" for row in rows]
     return [*lines, ""]
 
 

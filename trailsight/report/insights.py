@@ -133,8 +133,10 @@ class Insight:
         top = self.attributions.get("insight", {})
 
         def first(attribute: str) -> str | None:
+            """The top value; "null" (AWS's attribution value for calls without one) is no value in a table."""
             values = top.get(attribute) or []
-            return values[0]["value"] if values else None
+            value = values[0]["value"] if values else None
+            return None if value == "null" else value
 
         return {
             "insight_id": self.insight_id,
