@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +17,7 @@ import pytest
 from conftest import WriteLog, day_start, log_key, make_event
 
 from trailsight.cli.main import run
+from trailsight.lake.progress import ProgressLines
 from trailsight.storage.aws import client
 
 
@@ -210,3 +212,30 @@ def test_the_overview_and_the_report_count_failed_calls_alike(archive: Path, lak
     overview = run_sql(lake, load_sql("lake_overview").sql)
     failed = dict(zip(overview.columns, overview.rows[0], strict=True))["failed"]
     assert failed == summary_report(lake, "2024-05-01")["headline"]["failed"] == 2
+
+
+def test_ingest_into_a_pipe_prints_plain_progress_lines(archive: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["ingest", "--source", str(archive), "--lake", str(tmp_path / "lake"), "--workers", "1"]) == 0
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ingest: ")]
+    assert len(progress) == 1 and progress[0].startswith("ingest: 1 of 1 files, 2 events, ")
+    assert progress[0].endswith(" events/s")
+
+
+def test_progress_lines_come_every_few_seconds_with_rate_and_time_left() -> None:
+    now = [0.0]
+    said: list[str] = []
+    lines = ProgressLines(said.append, every=10, clock=lambda: now[0])
+    for second, done in ((4, 10), (11, 25), (15, 30), (22, 50), (30, 100)):
+        now[0] = second
+        lines(done, 100, done * 1000)
+    assert said == ["ingest: 25 of 100 files, 25,000 events, 2,273 events/s, about 0:33 left",
+                    "ingest: 50 of 100 files, 50,000 events, 2,273 events/s, about 0:22 left",
+                    "ingest: 100 of 100 files, 100,000 events, 3,333 events/s"]
+
+
+@pytest.mark.parametrize("command", ["ingest", "sql", "report", "archive", "lifecycle plan", "retention plan"])
+def test_help_has_no_type_placeholders(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run([*command.split(), "--help"]) == 0
+    text = capsys.readouterr().out
+    assert re.findall(r"<(?:str|int|bool|float|path|list)\b|list\[", text) == []

@@ -10,7 +10,7 @@ from typing import Annotated
 import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from trailsight.cli.common import (
     DatabaseOption,
@@ -37,9 +37,13 @@ from trailsight.cli.common import (
 from trailsight.errors import UsageError
 from trailsight.lake import export as export_module
 from trailsight.lake import ingest as lake_module
+from trailsight.lake.progress import ProgressLines
 from trailsight.query import athena
 from trailsight.query.duckdb_engine import QueryResult, run_sql, write_parquet
 from trailsight.schema import load_schema, markdown
+
+# Seconds between progress lines when stderr is not a terminal (cron, CI, a pipe).
+PROGRESS_EVERY = 10.0
 
 
 @app.command()
@@ -61,12 +65,24 @@ def ingest(
     Example: trailsight ingest --source ./archive --lake ./lake --date 2024-05-01
     """
     first, last = date_range(day, start, end)
-    with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=as_json or not err.is_terminal) as progress:
-        task = progress.add_task("files", total=None)
+    live = err.is_terminal and not as_json
+    lines = ProgressLines(lambda text: _line(text, error=True), every=PROGRESS_EVERY)
+    with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
+                  TextColumn("{task.fields[events]:,} events, {task.fields[rate]:,.0f}/s"), TimeRemainingColumn(),
+                  console=err, transient=True, disable=not live) as progress:
+        task = progress.add_task("files", total=None, events=0, rate=0.0)
+
+        def on_progress(done: int, total: int, events: int) -> None:
+            if live:
+                elapsed = progress.tasks[0].elapsed or 0
+                progress.update(task, completed=done, total=total, events=events,
+                                rate=events / elapsed if elapsed else 0.0)
+            elif not as_json:
+                lines(done, total, events)
+
         summary = lake_module.ingest(
             source, lake, first, last, tuple(account or ()), tuple(region or ()), late_hours, workers,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            on_progress=on_progress,
         )
     if not summary.files_found:
         dates = f" delivered {first}..{last}" if first else ""

@@ -17,6 +17,7 @@ from trailsight.cli.common import (
     PublicKeysOption,
     SourceOption,
     WorkgroupOption,
+    _line,
     app,
     err,
     out,
@@ -58,7 +59,9 @@ def report(
         err.print(f"Athena: {summary.engine['queries']} queries, {summary.engine['bytes_scanned']:,} bytes scanned, "
                   f"about ${summary.engine['cost_usd']:.6f} at ${summary.engine['usd_per_tb']}/TB")
     for warning in summary.warnings:
-        err.print(f"warning: {warning}")
+        _line(f"warning: {warning}", error=True)
+    for note in summary.notes:
+        _line(f"note: {note}", error=True)
     out.print(f"{parsed}: {summary.events:,} events, {summary.failed:,} failed calls, {summary.spikes} spikes, "
               f"findings: {counts_text(summary.findings)}")
     out.print(f"wrote {len(summary.files)} files to {target} (open {target / 'report.html'})")

@@ -315,6 +315,7 @@ class ReportSummary:
     spikes: int = 0
     findings: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     engine: dict[str, Any] = field(default_factory=dict)
     integrity_ok: bool | None = None
 
@@ -368,7 +369,7 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
         results["spikes"]["table"] = [{k: v for k, v in i.items() if k not in ("model", "attributions", "chart")}
                                       for i in results["spikes"]["insights"]]
         summary.spikes = len(results["spikes"]["insights"])
-        summary.warnings += results["spikes"]["notes"]
+        summary.notes += results["spikes"]["notes"]  # short history is expected on a new lake, not a failure
     if "security" in results:
         summary.findings = results["security"]["by_severity"]
 
