@@ -109,3 +109,19 @@ def test_a_day_missing_from_the_lake_is_reported_not_hidden(lake: Path, tmp_path
 def test_a_bad_date_is_a_usage_error(lake: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="YYYY-MM-DD"):
         write_daily_report(lake, "10/03/2024", tmp_path)
+
+
+def test_reports_are_written_to_s3_and_the_page_opens_from_a_presigned_url(lake: Path, s3_bucket: str) -> None:
+    import urllib.request
+
+    from trailsight.storage.store import Storage
+
+    target = Storage(f"{s3_bucket}/reports/2024-03-10")
+    summary = write_daily_report(lake, DAY, target)
+    assert summary.out_dir == target.url
+    assert sorted(o.key for o in target.list_files()) == sorted(summary.files)
+    url = target.browser_url("report.html", content_type="text/html; charset=utf-8")
+    assert url.startswith("http") and "Signature" in url
+    with urllib.request.urlopen(url) as response:
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert response.read().decode().startswith("<!DOCTYPE html>")

@@ -31,8 +31,8 @@ from trailsight.report.daily import counts_text
 def report(
     lake: LakeOption,
     day: Annotated[str, typer.Option("--date", help="The day to report on, YYYY-MM-DD (UTC).")],
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the reports (default: reports/<date>).")] = (
-        None),
+    out_dir: Annotated[str | None, typer.Option("--out", help="Folder or s3:// prefix for the reports (default: "
+                                                "reports/DATE).")] = None,
     names: Annotated[str | None, typer.Option("--reports", help="Comma-separated subset of the reports.")] = None,
     engine: EngineOption = Engine.duckdb,
     database: DatabaseOption = "trailsight",
@@ -52,7 +52,7 @@ def report(
     from trailsight.report.daily import write_daily_report
 
     parsed = parse_day(day, "--date")
-    target = out_dir or Path("reports") / parsed.isoformat()
+    target = out_dir or str(Path("reports") / parsed.isoformat())
     settings = athena.AthenaSettings(database, workgroup, output_location) if engine is Engine.athena else None
     summary = write_daily_report(lake, parsed, target, names, athena=settings, source=source, public_keys=public_keys)
     if settings:
@@ -64,7 +64,7 @@ def report(
         _line(f"note: {note}", error=True)
     out.print(f"{parsed}: {summary.events:,} events, {summary.failed:,} failed calls, {summary.spikes} spikes, "
               f"findings: {counts_text(summary.findings)}")
-    out.print(f"wrote {len(summary.files)} files to {target} (open {target / 'report.html'})")
+    _line(f"wrote {len(summary.files)} files to {target} (open {target.rstrip('/')}/report.html)")
 
 
 @app.command()

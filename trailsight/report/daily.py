@@ -306,7 +306,7 @@ class ReportSummary:
     """What `write_daily_report` did: files written, seconds per report and the figures a person looks at."""
 
     day: date
-    out_dir: Path
+    out_dir: str
     reports: list[str]
     files: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -318,9 +318,11 @@ class ReportSummary:
     notes: list[str] = field(default_factory=list)
     engine: dict[str, Any] = field(default_factory=dict)
     integrity_ok: bool | None = None
+    # The security report's findings in full, for alerts and artifacts; not part of the summary's dict.
+    finding_details: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return jsonable({**self.__dict__, "out_dir": str(self.out_dir)})
+        return jsonable({k: v for k, v in self.__dict__.items() if k != "finding_details"})
 
 
 def run_reports(lake: LakeLike, day: date | str, reports: str | list[str] | None = None,
@@ -339,10 +341,11 @@ def run_reports(lake: LakeLike, day: date | str, reports: str | list[str] | None
     return results, seconds
 
 
-def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
+def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path | Storage,
                        reports: str | list[str] | None = None, athena: AthenaSettings | None = None,
                        source: LakeLike | None = None, public_keys: str | Path | None = None) -> ReportSummary:
-    """Run the reports for one UTC day and write JSON, CSV, insights.json, report.md and report.html.
+    """Run the reports for one UTC day and write JSON, CSV, insights.json, report.md and report.html into
+    `out_dir`: a folder or an s3:// prefix.
 
     With `athena` settings the same SQL files run on Athena instead of DuckDB; the bytes scanned and their cost
     are recorded in the summary (`engine`). With the raw `source`, the day's log files are also verified against
@@ -351,11 +354,10 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
     from trailsight.report.html import render_html, render_markdown
 
     day = as_day(day)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = as_storage(out_dir)
     athena_connection = AthenaConnection(athena) if athena else None
     results, seconds = run_reports(lake, day, reports, con=athena_connection)  # type: ignore[arg-type]
-    summary = ReportSummary(day, out, list(results), seconds=seconds)
+    summary = ReportSummary(day, out.url, list(results), seconds=seconds)
     summary.engine = athena_connection.stats() if athena_connection else {"engine": "duckdb"}
     results["summary"]["engine"] = summary.engine
     if source is not None:
@@ -372,10 +374,10 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
         summary.notes += results["spikes"]["notes"]  # short history is expected on a new lake, not a failure
     if "security" in results:
         summary.findings = results["security"]["by_severity"]
+        summary.finding_details = jsonable(results["security"]["findings"])
 
     def write(name: str, data: bytes | str) -> None:
-        path = out / name
-        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+        out.write_bytes(name, data if isinstance(data, bytes) else data.encode())
         summary.files.append(name)
 
     for name, data in results.items():

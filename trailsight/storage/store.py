@@ -201,6 +201,17 @@ class Storage:
                 raise StorageError(f"no such object: s3://{bucket}/{object_key}") from exc
             raise storage_error(f"cannot read the metadata of s3://{bucket}/{object_key}", exc) from exc
 
+    def browser_url(self, key: str, expires_seconds: int = 7 * 24 * 3600, content_type: str | None = None) -> str:
+        """An address a browser can open: a presigned GET for S3 (7 days at most, as SigV4 allows), served
+        with `content_type` when given; a file:// URL for a local key."""
+        if self.is_local:
+            return Path(self.path(key)).as_uri()
+        bucket, _, object_key = self.path(key).partition("/")
+        params = {"Bucket": bucket, "Key": object_key}
+        if content_type:
+            params["ResponseContentType"] = content_type
+        return client("s3").generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
+
     def delete(self, key: str) -> None:
         try:
             self.fs.delete_file(self.path(key))
