@@ -154,8 +154,12 @@ def run_logs(state: Any) -> list[tuple[int, str]]:
     """(level, message) of every log line of a flow run and its tasks and subflows, read back from the API."""
     import anyio
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId, LogFilter, \
-        LogFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
     from prefect.logging.handlers import APILogHandler
 
     async def read() -> list[tuple[int, str]]:
@@ -172,22 +176,13 @@ def run_logs(state: Any) -> list[tuple[int, str]]:
 
 
 def latest_artifact(key: str) -> Any:
+    """The newest artifact under a key."""
     import anyio
     from prefect.client.orchestration import get_client
-
-    async def read() -> Any:
-        async with get_client() as prefect_client:
-            return await prefect_client.read_latest_artifacts_by_key(key) if hasattr(
-                prefect_client, "read_latest_artifacts_by_key") else None
-
-    found = anyio.run(read)
-    if found is not None:
-        return found
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
     async def newest() -> Any:
-        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-        from prefect.client.schemas.sorting import ArtifactSort
-
         async with get_client() as prefect_client:
             (artifact,) = await prefect_client.read_artifacts(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC,
