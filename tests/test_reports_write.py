@@ -33,7 +33,7 @@ def test_daily_report_writes_json_csv_insights_markdown_and_html(lake: Path, tmp
     records = json.loads((out / "insights.json").read_text())["Records"]
     assert [r["insightDetails"]["state"] for r in records] == ["Start", "End"]
     assert summary.events == 48 + 180 + 1 + 3 + 1  # the day: background, spike, StopLogging, denials, sign-in
-    assert (summary.spikes, summary.findings["high"]) == (1, 1)
+    assert (summary.spikes, summary.findings["critical"], summary.findings["high"]) == (1, 1, 0)  # StopLogging
     assert set(summary.seconds) == {"summary", "top_callers", "failed_calls", "spikes", "security"}
     assert "# CloudTrail daily report 2024-03-10" in (out / "report.md").read_text()
     assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
