@@ -157,9 +157,10 @@ def test_report_renders_in_headless_chromium_without_errors(report_dir: Path, tm
 
     assert page["title"] == "CloudTrail daily report 2024-03-10"
     charts = {c["name"]: c for c in page["charts"]}
-    assert set(charts) == {"calls-per-hour", "top-callers", "failure-families", "spike"}
+    assert set(charts) == {"calls-per-hour", "top-callers", "failure-families", "spike", "trend-events",
+                           "trend-failed", "trend-findings"}
     for chart in page["charts"]:
-        assert chart["width"] > 300 and chart["height"] > 20, chart
+        assert chart["width"] > (200 if chart["name"].startswith("trend-") else 300) and chart["height"] > 20, chart
     assert charts["calls-per-hour"]["rects"] == 48 and charts["calls-per-hour"]["lines"] == 1
     assert charts["spike"]["lines"] == 1 and charts["spike"]["band"] == 1
     assert page["bodyHeight"] > 1500

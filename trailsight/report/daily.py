@@ -31,6 +31,7 @@ import orjson
 
 from trailsight.errors import QueryError, UsageError, first_line
 from trailsight.integrity.digests import verify_digests
+from trailsight.lake import layout
 from trailsight.query.athena import AthenaConnection, AthenaSettings
 from trailsight.query.duckdb_engine import connect, use_derived
 from trailsight.query.sqlfiles import load_sql
@@ -47,6 +48,8 @@ DEFAULT_LIMIT = 50
 LIST_LIMIT = 20
 MESSAGE_LIMIT = 300
 NEW_FAILURE_DAYS = 7
+TREND_DAYS = 7
+BREAKDOWN_COUNTS = ("events", "failed", "writes", "root_events", "principals")
 DENIED_FAMILIES = ("access_denied", "authentication")
 NOISE_FAMILIES = ("throttling", "not_found", "conflict", "dry_run")
 
@@ -107,10 +110,15 @@ def _message(text: str | None) -> str | None:
 
 
 def summary_report(lake: LakeLike, day: date | str, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any]:
-    """Headline numbers and the 24 hours of the day (hours without calls included as zeros)."""
+    """Headline numbers, the 24 hours of the day (hours without calls included as zeros), the day per account
+    and per region, and the TREND_DAYS days up to it (findings of earlier days as the daily job recorded them)."""
     day = as_day(day)
-    with lake_connection(lake, con) as c:
+    storage = as_storage(lake)
+    since = day - timedelta(days=TREND_DAYS - 1)
+    with lake_connection(storage, con) as c:
         rows = run_report_sql(c, "summary", day=day)
+        per_day = {as_day(r["day"]): r for r in run_report_sql(c, "summary_trend", day=day, since=since)}
+        parts = _dimensions(run_report_sql(c, "summary_breakdown", day=day))
     headline = {k: v for k, v in rows[0].items() if k != "hour"}
     headline["failed_rate"] = round(headline["failed"] / headline["events"], 4) if headline["events"] else 0.0
     hours = {row["hour"]: row for row in rows[1:]}
@@ -121,7 +129,20 @@ def summary_report(lake: LakeLike, day: date | str, con: duckdb.DuckDBPyConnecti
                 "writes": row.get("writes", 0), "failed": row.get("failed", 0)}
 
     per_hour = [hour(h) for h in range(24)]
-    return {"day": day, "headline": headline, "calls_per_hour": per_hour}
+    trend = []
+    for offset in range(TREND_DAYS):
+        when = since + timedelta(days=offset)
+        recorded = (layout.day_summary(storage, when) or {}).get("report") or {} if when < day else {}
+        found = recorded.get("findings")
+        trend.append({"day": when, "events": per_day.get(when, {}).get("events", 0),
+                      "failed": per_day.get(when, {}).get("failed", 0),
+                      "findings": sum(found.values()) if found is not None else None})
+    by_account = [{"account": r["name"], **{k: r[k] for k in BREAKDOWN_COUNTS}, "regions": r["regions"]}
+                  for r in parts.get("account", [])]
+    by_region = [{"region": r["name"], **{k: r[k] for k in BREAKDOWN_COUNTS}, "accounts": r["accounts"]}
+                 for r in parts.get("region", [])]
+    return {"day": day, "headline": headline, "calls_per_hour": per_hour, "trend": trend,
+            "by_account": by_account, "by_region": by_region, "lake": storage.url}
 
 
 def _dimensions(rows: Rows) -> dict[str, Rows]:
@@ -375,6 +396,12 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path | St
     if "security" in results:
         summary.findings = results["security"]["by_severity"]
         summary.finding_details = jsonable(results["security"]["findings"])
+        results["summary"]["trend"][-1]["findings"] = sum(summary.findings.values())
+        per_account: dict[str, int] = {}
+        for finding in results["security"]["findings"]:
+            per_account[finding["account"]] = per_account.get(finding["account"], 0) + 1
+        for row in results["summary"]["by_account"]:
+            row["findings"] = per_account.get(row["account"], 0)
 
     def write(name: str, data: bytes | str) -> None:
         out.write_bytes(name, data if isinstance(data, bytes) else data.encode())
