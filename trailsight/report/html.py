@@ -14,7 +14,7 @@ from typing import Any
 
 SEVERITY_COLORS = {"critical": "#7f1d1d", "high": "#c2410c", "medium": "#b45309", "low": "#4b5563"}
 READ_COLOR, WRITE_COLOR, FAIL_COLOR, LINE_COLOR = "#93c5fd", "#2563eb", "#dc2626", "#111827"
-BAND_COLOR, BAND_TEXT, BAND_MIN_PX = "#3b82f6", "#1d4ed8", 6
+BAND_COLOR, BAND_TEXT, BAND_MIN_PX = "#3b82f6", "#1d4ed8", 8
 FINDING_COLOR = "#c2410c"
 QUERY_COLUMNS = "eventtime, eventname, principal, sourceipaddress, error_code, requestparameters"
 FAMILY_COLORS = {"access_denied": "#dc2626", "authentication": "#9f1239", "throttling": "#d97706",
