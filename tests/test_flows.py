@@ -211,9 +211,13 @@ def test_backfill_reports_verifies_and_alerts_each_day_as_daily_does(
     from trailsight.flows.daily import backfill
 
     topic, queue = sns_inbox
-    result = backfill(start=date(2024, 5, 1), end=DAY, source=str(archive), lake_url=str(tmp_path / "lake"),
-                      report_root=str(tmp_path / "reports"), sns_topic_arn=topic)
+    state = backfill(start=date(2024, 5, 1), end=DAY, source=str(archive), lake_url=str(tmp_path / "lake"),
+                     report_root=str(tmp_path / "reports"), sns_topic_arn=topic, return_state=True)
+    result = state.result()
     assert result["days"] == 2
+    history = [(level, message) for level, message in run_logs(state) if "history" in message]
+    assert [level for level, _ in history] == [20]  # a new lake's short history: one line, not a warning each
+    assert history[0][1].startswith("2 of 2 day(s) have notes on short spike history (2024-05-01..2024-05-02")
     for day in (date(2024, 5, 1), DAY):
         folder = tmp_path / "reports" / day.isoformat()
         assert json.loads((folder / "integrity.json").read_text())["digests"] > 0
