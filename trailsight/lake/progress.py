@@ -34,7 +34,8 @@ def progress_line(done: int, total: int, events: int, elapsed: float) -> str:
 
 @dataclass
 class ProgressLines:
-    """An ingest `on_progress` callback that emits a progress line at most every `every` seconds, and the last."""
+    """An ingest `on_progress` callback that emits a progress line every `every` seconds; a run shorter than that
+    says nothing (its summary follows at once)."""
 
     emit: Callable[[str], None]
     every: float = 10.0
@@ -47,6 +48,6 @@ class ProgressLines:
 
     def __call__(self, done: int, total: int, events: int) -> None:
         now = self.clock()
-        if now - self.last >= self.every or done == total:
+        if now - self.last >= self.every:
             self.last = now
             self.emit(progress_line(done, total, events, now - self.started))

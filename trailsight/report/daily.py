@@ -142,7 +142,7 @@ def summary_report(lake: LakeLike, day: date | str, con: duckdb.DuckDBPyConnecti
     by_region = [{"region": r["name"], **{k: r[k] for k in BREAKDOWN_COUNTS}, "accounts": r["accounts"]}
                  for r in parts.get("region", [])]
     return {"day": day, "headline": headline, "calls_per_hour": per_hour, "trend": trend,
-            "by_account": by_account, "by_region": by_region, "lake": storage.url}
+            "by_account": by_account, "by_region": by_region}
 
 
 def _dimensions(rows: Rows) -> dict[str, Rows]:
@@ -381,6 +381,7 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path | St
     summary = ReportSummary(day, out.url, list(results), seconds=seconds)
     summary.engine = athena_connection.stats() if athena_connection else {"engine": "duckdb"}
     results["summary"]["engine"] = summary.engine
+    results["summary"]["lake"] = as_storage(lake).url  # for the page's queries: `trailsight sql --lake ...`
     if source is not None:
         results["integrity"] = verify_digests(source, day, public_keys=public_keys).as_dict()
         summary.integrity_ok = results["integrity"]["ok"]
