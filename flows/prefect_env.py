@@ -13,6 +13,8 @@ DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "DO_NOT_TRACK": "1",
+    # The library's own notices (an S3 retry) in the run's log, beside the tasks' lines.
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "trailsight",
 }
 
 

@@ -18,7 +18,9 @@ from hypothesis import settings
 settings.register_profile("trailsight", derandomize=True, deadline=None, print_blob=True)
 settings.load_profile("trailsight")
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+# Real third-party CloudTrail samples, beside the checkout (../shared/corpus) or where TRAILSIGHT_CORPUS says.
+CORPUS = Path(os.environ.get("TRAILSIGHT_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus")
+CORPUS_SKIP = "the shared CloudTrail corpus is not at"
 ACCOUNT = "111122223333"
 REGION = "us-east-1"
 
@@ -26,8 +28,18 @@ REGION = "us-east-1"
 @pytest.fixture
 def corpus() -> Path:
     if not CORPUS.is_dir():
-        pytest.skip(f"the shared CloudTrail corpus is not at {CORPUS}")
+        pytest.skip(f"{CORPUS_SKIP} {CORPUS}")
     return CORPUS
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Say in every run's output, not only with -rs, that the tests on real samples did not run."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if CORPUS_SKIP in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_sep("-", "real CloudTrail samples not tested", yellow=True)
+        terminalreporter.write_line(
+            f"{len(skipped)} corpus test(s) skipped: no corpus at {CORPUS}. Put the samples there "
+            "(../shared/corpus beside the checkout) or set TRAILSIGHT_CORPUS=/path/to/corpus.", yellow=True)
 
 
 def make_event(when: datetime | str, name: str = "DescribeInstances", **fields: Any) -> dict[str, Any]:

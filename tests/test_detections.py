@@ -292,6 +292,34 @@ def test_pattern_thresholds_are_configurable(tmp_path: Path) -> None:
 def test_security_report_counts_findings_by_severity(tmp_path: Path) -> None:
     lake = build_lake(tmp_path, [event(at(9), "StopLogging", "cloudtrail.amazonaws.com", user("x"))])
     report = security_report(lake, DAY)
-    assert report["by_severity"] == {"critical": 0, "high": 1, "medium": 0, "low": 0}
+    assert report["by_severity"] == {"critical": 1, "high": 0, "medium": 0, "low": 0}  # StopLogging blinds the trail
     assert report["table"][0]["control"] == "cis-4.5"
     assert report["notes"]  # a lake of one day cannot say which regions are new
+
+
+def test_trail_changes_are_high_and_stopping_the_trail_is_critical(tmp_path: Path) -> None:
+    lake = build_lake(tmp_path, [event(at(9), "UpdateTrail", "cloudtrail.amazonaws.com", user("a")),
+                                 event(at(9), "DeleteTrail", "cloudtrail.amazonaws.com", user("b"))])
+    severity = {f["principal"]: f["severity"] for f in security_report(lake, DAY)["findings"]}
+    assert severity == {arn("a"): "high", arn("b"): "critical"}
+
+
+def test_a_root_console_sign_in_is_one_critical_finding_with_its_mfa_state(tmp_path: Path) -> None:
+    lake = build_lake(tmp_path, [console_login(at(9), root(), mfa="No")])
+    report = security_report(lake, DAY)
+    assert report["by_severity"] == {"critical": 1, "high": 0, "medium": 0, "low": 0}
+    (finding,) = report["findings"]
+    assert finding["control"] == "cis-4.3"
+    assert finding["events"][0]["detail"] == "ConsoleLogin succeeded, MFAUsed=No"
+
+
+def test_a_bucket_policy_change_names_the_bucket_and_the_policy(tmp_path: Path) -> None:
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::pub/*"},
+        {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "s3:*", "Resource": "arn:aws:s3:::pub/*",
+         "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}
+    lake = build_lake(tmp_path, [event(at(9), "PutBucketPolicy", "s3.amazonaws.com", user("p"),
+                                       requestParameters={"bucketName": "pub", "bucketPolicy": policy})])
+    (finding,) = security_report(lake, DAY)["findings"]
+    assert finding["events"][0]["detail"] == ("PutBucketPolicy on bucket pub: Allow s3:GetObject to anyone; "
+                                              "Deny s3:* to anyone if aws:SecureTransport=false")

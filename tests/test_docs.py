@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from trailsight.cli.main import app
+from trailsight.cli.main import app  # main registers every command group on the app
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

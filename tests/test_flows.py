@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -78,9 +79,9 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sns_inbox(moto_endpoint: str) -> tuple[str, str]:
     """An SNS topic with an SQS queue subscribed, to read what was published."""
     sns, sqs = client("sns"), client("sqs")
-    topic = sns.create_topic(Name="trailsight-alerts")["TopicArn"]
-    queue = sqs.create_queue(QueueName="trailsight-inbox")["QueueUrl"]
-    sqs.purge_queue(QueueUrl=queue)
+    name = f"trailsight-{uuid.uuid4().hex[:12]}"  # a fresh pair per test: SQS allows one purge a minute
+    topic = sns.create_topic(Name=name)["TopicArn"]
+    queue = sqs.create_queue(QueueName=name)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
     return topic, queue
@@ -161,14 +162,122 @@ def test_daily_run_of_a_day_without_data_fails_saying_no_data(prefect_api: None,
         state.result()
 
 
+def run_logs(state: Any) -> list[tuple[int, str]]:
+    """(level, message) of every log line of a flow run and its tasks and subflows, read back from the API."""
+    import anyio
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogHandler
+
+    async def read() -> list[tuple[int, str]]:
+        await APILogHandler.aflush()  # log lines reach the API from a background worker
+        async with get_client() as prefect_client:
+            run_id = state.state_details.flow_run_id
+            children = await prefect_client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id])))
+            ids = [run_id, *(c.id for c in children)]
+            logs = await prefect_client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
+            return [(log.level, log.message) for log in logs]
+
+    return anyio.run(read)
+
+
+def latest_artifact(key: str) -> Any:
+    """The newest artifact under a key."""
+    import anyio
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    async def newest() -> Any:
+        async with get_client() as prefect_client:
+            (artifact,) = await prefect_client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC,
+                limit=1)
+            return artifact
+
+    return anyio.run(newest)
+
+
 def test_backfill_skips_completed_days_unless_forced(prefect_api: None, archive: Path, tmp_path: Path) -> None:
     from trailsight.flows.daily import backfill
 
     arguments = dict(source=str(archive), lake_url=str(tmp_path / "lake"), report_root=str(tmp_path / "reports"))
     first = backfill(start=date(2024, 5, 1), end=DAY, **arguments)
     assert (first["days"], first["skipped"]) == (2, 0)
-    assert backfill(start=date(2024, 5, 1), end=DAY, **arguments) == {"days": 0, "skipped": 2}
+    state = backfill(start=date(2024, 5, 1), end=DAY, return_state=True, **arguments)
+    assert state.result() == {"days": 0, "skipped": 2}
+    assert any("all 2 day(s) from 2024-05-01 to 2024-05-02 are complete already; nothing to do" in message
+               for _, message in run_logs(state))
+    assert "All 2 day(s) were complete already" in latest_artifact("trailsight-backfill").data
     assert backfill(start=date(2024, 5, 1), end=DAY, force=True, **arguments)["days"] == 2
+
+
+def test_backfill_reports_verifies_and_alerts_each_day_as_daily_does(
+        prefect_api: None, archive: Path, tmp_path: Path, sns_inbox: tuple[str, str]) -> None:
+    from trailsight.flows.daily import backfill
+
+    topic, queue = sns_inbox
+    state = backfill(start=date(2024, 5, 1), end=DAY, source=str(archive), lake_url=str(tmp_path / "lake"),
+                     report_root=str(tmp_path / "reports"), sns_topic_arn=topic, return_state=True)
+    result = state.result()
+    assert result["days"] == 2
+    history = [(level, message) for level, message in run_logs(state) if "history" in message]
+    assert [level for level, _ in history] == [20]  # a new lake's short history: one line, not a warning each
+    assert history[0][1].startswith("2 of 2 day(s) have notes on short spike history (2024-05-01..2024-05-02")
+    for day in (date(2024, 5, 1), DAY):
+        folder = tmp_path / "reports" / day.isoformat()
+        assert json.loads((folder / "integrity.json").read_text())["digests"] > 0
+        marker = json.loads((tmp_path / "lake" / "_trailsight" / "days" / f"{day}.json").read_text())
+        assert marker["report"]["engine"] == {"engine": "duckdb"} and "alerts" in marker
+    assert len(received(queue)) == sum(1 for _ in (tmp_path / "lake" / "_trailsight" / "alerts").iterdir()) > 0
+
+
+def test_a_bad_day_fails_the_run_with_one_line_and_no_traceback(prefect_api: None, tmp_path: Path) -> None:
+    from trailsight.flows.daily import daily
+
+    state = daily(day="2024-13-01", lake_url=str(tmp_path / "lake"), return_state=True)
+    assert state.is_failed()
+    assert state.message == "parameter day: '2024-13-01' is not a date; use YYYY-MM-DD"
+    logs = run_logs(state)
+    assert (40, "parameter day: '2024-13-01' is not a date; use YYYY-MM-DD") in logs
+    assert not any("Traceback" in message for _, message in logs)
+
+
+def test_alerts_without_a_destination_say_so(prefect_api: None, archive: Path, tmp_path: Path) -> None:
+    from trailsight.flows.daily import daily
+
+    state = daily(day=DAY, source=str(archive), lake_url=str(tmp_path / "lake"),
+                  report_root=str(tmp_path / "reports"), return_state=True)
+    result = state.result()
+    assert result["alerts"]["sent"] == [] and result["alerts"]["not_sent"]
+    assert any(level == 30 and message == f"{len(result['alerts']['not_sent'])} alert(s) at or above high not "
+               "sent: no destination is configured (set sns_topic_arn or webhook_url)"
+               for level, message in run_logs(state))
+    page = latest_artifact("trailsight-daily-html")
+    assert page.type == "markdown" and str(tmp_path / "reports" / DAY.isoformat() / "report.html") in page.data
+    assert "findings: " in page.data and "{'" not in page.data
+
+
+def test_reports_on_s3_are_linked_with_a_url_a_browser_opens(prefect_api: None, archive: Path, tmp_path: Path,
+                                                             s3_bucket: str) -> None:
+    import urllib.request
+
+    from trailsight.flows.daily import daily
+
+    daily(day=DAY, source=str(archive), lake_url=str(tmp_path / "lake"), report_root=f"{s3_bucket}/reports")
+    assert Storage(f"{s3_bucket}/reports/{DAY}").exists("report.html")
+    link = latest_artifact("trailsight-daily-html")
+    assert link.type == "markdown" and "(http" in link.data  # Prefect keeps a link artifact as Markdown
+    url = link.data.rsplit("](", 1)[1].removesuffix(")")
+    with urllib.request.urlopen(url) as response:
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert b"CloudTrail daily report" in response.read()
 
 
 def retention_policy(folder: Path, keep_as_delivered_days: int = 1) -> Path:

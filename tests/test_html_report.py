@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import html
 import json
 import os
 import re
@@ -157,9 +158,93 @@ def test_report_renders_in_headless_chromium_without_errors(report_dir: Path, tm
 
     assert page["title"] == "CloudTrail daily report 2024-03-10"
     charts = {c["name"]: c for c in page["charts"]}
-    assert set(charts) == {"calls-per-hour", "top-callers", "failure-families", "spike"}
+    assert set(charts) == {"calls-per-hour", "top-callers", "failure-families", "spike", "trend-events",
+                           "trend-failed", "trend-findings"}
     for chart in page["charts"]:
-        assert chart["width"] > 300 and chart["height"] > 20, chart
+        assert chart["width"] > (200 if chart["name"].startswith("trend-") else 300) and chart["height"] > 20, chart
     assert charts["calls-per-hour"]["rects"] == 48 and charts["calls-per-hour"]["lines"] == 1
     assert charts["spike"]["lines"] == 1 and charts["spike"]["band"] == 1
     assert page["bodyHeight"] > 1500
+
+
+LAYOUT_JS = """JSON.stringify({
+  viewport: innerWidth,
+  pageWidth: document.documentElement.scrollWidth,
+  cardTops: [...document.querySelectorAll('.card')].map(c => Math.round(c.getBoundingClientRect().top)),
+  bandHeights: [...document.querySelectorAll('rect.baseline-band')].map(r => r.getBoundingClientRect().height),
+  trendBars: [...document.querySelectorAll('svg[data-chart^="trend-"]')].map(s => s.querySelectorAll('rect').length),
+  accountCells: [...document.querySelectorAll('#breakdown td:first-child')].map(
+    td => Math.round(td.getBoundingClientRect().height)),
+  sections: [...document.querySelectorAll('section[id]')].map(s => s.id)
+})"""
+
+
+def page_layout(page: Path, width: int, profile: Path, screenshot: Path) -> dict[str, Any]:
+    """The page's layout at a viewport width (mobile emulation below 600 px), and a screenshot of its top."""
+    import base64
+
+    browser = DevTools(profile)
+    try:
+        target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        browser.call("Page.enable", session=session)
+        browser.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1,
+                                                            "mobile": width < 600}, session=session)
+        browser.call("Page.navigate", {"url": page.as_uri()}, session=session)
+        browser.wait_for("Page.loadEventFired")
+        layout = json.loads(browser.call("Runtime.evaluate", {"expression": LAYOUT_JS, "returnByValue": True},
+                                         session=session)["result"]["value"])
+        shot = browser.call("Page.captureScreenshot", {"format": "png"}, session=session)
+        screenshot.write_bytes(base64.b64decode(shot["data"]))
+    finally:
+        browser.close()
+    return layout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian package `chromium`)")
+@pytest.mark.parametrize("width", [1400, 390])
+def test_page_reads_at_desktop_and_phone_width(report_dir: Path, tmp_path: Path, width: int) -> None:
+    layout = page_layout(report_dir / "report.html", width, tmp_path / "profile", tmp_path / f"page-{width}.png")
+    assert layout["viewport"] == width and layout["pageWidth"] <= width  # wide tables and charts scroll inside
+    if width == 1400:
+        assert len(set(layout["cardTops"])) == 1 and len(layout["cardTops"]) == 8  # the headline is one row
+    assert layout["bandHeights"] and min(layout["bandHeights"]) >= 5  # a quiet baseline is still seen
+    assert layout["trendBars"] == [7, 7, 1]  # findings: only the report's own day is recorded in this lake
+    assert layout["accountCells"] and max(layout["accountCells"]) < 40  # an account ID never wraps
+    assert layout["sections"][:3] == ["trend", "activity", "breakdown"]
+    assert (tmp_path / f"page-{width}.png").stat().st_size > 10_000
+
+
+def test_each_finding_links_a_query_that_returns_its_events(report_dir: Path) -> None:
+    from trailsight.query.duckdb_engine import run_sql
+
+    page = (report_dir / "report.html").read_text()
+    security = json.loads((report_dir / "security.json").read_text())
+    urgent = [f for f in security["findings"] if f["severity"] in ("critical", "high")]
+    commands = [html.unescape(c) for c in re.findall(r'<pre class="query">(.*?)</pre>', page)]
+    assert urgent and len(commands) >= len(urgent)
+    lake, sql = re.match(r'trailsight sql --lake (\S+) --format line "(.*)"$', commands[0]).groups()
+    rows = run_sql(lake, sql).rows
+    assert sorted(r[1] for r in rows) == sorted(e["eventName"] for e in urgent[0]["events"])
+
+
+def test_trend_shows_findings_the_daily_job_recorded_for_earlier_days(report_dir: Path, tmp_path: Path) -> None:
+    from trailsight.lake.layout import mark_day_complete
+
+    lake = report_dir.parent / "lake"
+    mark_day_complete(lake, date(2024, 3, 9), {"report": {"findings": {"high": 2, "low": 3}}})
+    write_daily_report(lake, DAY, tmp_path)
+    trend = json.loads((tmp_path / "summary.json").read_text())["trend"]
+    assert [t["day"] for t in trend] == [f"2024-03-{d:02d}" for d in range(4, 11)]
+    today = sum(json.loads((tmp_path / "security.json").read_text())["by_severity"].values())
+    assert [t["findings"] for t in trend][-2:] == [5, today] and trend[0]["findings"] is None
+    assert trend[-1]["events"] == 48 + 180 + 1 + 3 + 1
+
+
+def test_signatures_not_checked_are_not_shown_as_zero_of_zero(report_dir: Path, tmp_path: Path) -> None:
+    lake = report_dir.parent / "lake"
+    (tmp_path / "empty-archive").mkdir()
+    write_daily_report(lake, DAY, tmp_path / "out", source=tmp_path / "empty-archive")
+    tmp_path = tmp_path / "out"
+    page = (tmp_path / "report.html").read_text()
+    assert "signatures: not checked (no CloudTrail public keys given)" in page and "0 of 0 valid" not in page

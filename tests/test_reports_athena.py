@@ -100,7 +100,8 @@ def test_summary_report_on_athena_gives_the_duckdb_answer(lake: Path, moto_endpo
         inject(moto_endpoint, columns, rows)
     athena = AthenaEngine(AthenaSettings(database="audit", output=f"{s3_bucket}/results/"))
     assert summary_report(lake, DAY, engine=athena) == expected
-    (run,) = athena.runs
+    run, *_ = athena.runs  # the headline, then the 7-day trend and the per-account and per-region breakdown
+    assert len(athena.runs) == len(recording.answers) == 3
     sent = client("athena").get_query_execution(QueryExecutionId=run.query_id)["QueryExecution"]
     assert sent["Query"] == render(load_sql("summary").sql).sql
     assert sent["ExecutionParameters"] == ["DATE '2024-03-10'"]
@@ -165,7 +166,7 @@ def test_report_summary_records_athena_bytes_and_cost(lake: Path, moto_endpoint:
         inject(moto_endpoint, columns, rows)
     settings = EngineSettings("athena", AthenaSettings(database="audit", output=f"{s3_bucket}/results/"))
     written = write_daily_report(lake, DAY, tmp_path, reports="summary", engine=settings)
-    assert written.engine["engine"] == "athena" and written.engine["queries"] == 1
+    assert written.engine["engine"] == "athena" and written.engine["queries"] == 3
     assert written.engine["cost_usd"] > 0 and written.engine["usd_per_tb"] == 5.0
     recorded = json.loads((tmp_path / "summary.json").read_text())["engine"]
     assert recorded["query_ids"] == written.engine["query_ids"] and recorded["bytes_scanned"] == 0

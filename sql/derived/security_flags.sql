@@ -11,9 +11,11 @@ WITH flagged AS (
         useridentity.username AS user_name,
         useridentity.principalid AS principal_id,
         CASE WHEN eventname = 'ConsoleLogin' THEN json_extract_scalar(additionaleventdata, '$.MFAUsed') END AS mfa_used,
-        CASE WHEN eventsource IN ('ec2.amazonaws.com', 'iam.amazonaws.com', 'guardduty.amazonaws.com')
+        CASE WHEN eventsource IN ('ec2.amazonaws.com', 'iam.amazonaws.com', 'guardduty.amazonaws.com',
+                                  's3.amazonaws.com')
             AND eventname IN ('AuthorizeSecurityGroupIngress', 'ModifySecurityGroupRules', 'CreateAccessKey',
-                              'CreateLoginProfile', 'UpdateLoginProfile', 'UpdateDetector')
+                              'CreateLoginProfile', 'UpdateLoginProfile', 'UpdateDetector', 'PutBucketPolicy',
+                              'DeleteBucketPolicy', 'PutBucketAcl')
             THEN requestparameters END AS requestparameters,
         -- 4.1 as intended: the published filter ORs the two exclusions in, which matches nearly every event.
         (errorcode LIKE '%UnauthorizedOperation' OR errorcode LIKE 'AccessDenied%')

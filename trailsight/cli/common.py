@@ -8,7 +8,7 @@ import sys
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
@@ -20,6 +20,7 @@ from trailsight.errors import UsageError
 from trailsight.query.athena import AthenaSettings
 from trailsight.query.duckdb_engine import QueryResult
 from trailsight.query.engine import EngineSettings
+from trailsight.report.daily import jsonable
 
 app = typer.Typer(
     help="Turn a CloudTrail archive into a queryable Parquet lake.",
@@ -81,28 +82,94 @@ def _summary_table(title: str, values: dict[str, Any]) -> Table:
     return table
 
 
-def print_result(result: QueryResult, output_format: str) -> None:
+CELL_WIDTH = 40
+
+
+def json_text(value: Any) -> str:
+    """A value as one line of JSON: structs and lists stay JSON, times are CloudTrail's UTC form."""
+    return json.dumps(jsonable(value), default=str, separators=(",", ":"))
+
+
+def cell_text(value: Any) -> str:
+    """A value as one CSV or table cell: nothing for NULL, JSON for structs and lists, plain text otherwise."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list | tuple):
+        return json_text(value)
+    plain = jsonable(value)
+    return plain if isinstance(plain, str) else str(plain)
+
+
+def _short_cell(value: Any) -> str:
+    text = cell_text(value)
+    return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "…"
+
+
+def _fits(columns: list[str], width: int) -> bool:
+    """Whether every column keeps at least its name (up to 12 characters) readable at this width."""
+    return sum(min(len(c), 12) + 3 for c in columns) + 1 <= width
+
+
+def write_lines(result: QueryResult, stream: TextIO) -> None:
+    """One field per line, a header per row (like psql's expanded display): wide rows stay readable."""
+    name_width = max((len(c) for c in result.columns), default=0)
+    for number, row in enumerate(result.rows, 1):
+        stream.write(f"-[ row {number} ]" + "-" * max(0, name_width - 4) + "\n")
+        for column, value in zip(result.columns, row, strict=True):
+            stream.write(f"{column.ljust(name_width)} | {cell_text(value)}\n")
+    if not result.rows:
+        stream.write("(no rows)\n")
+
+
+def write_result(result: QueryResult, output_format: str, stream: TextIO) -> None:
+    """CSV, JSON, JSON lines or expanded lines into a text stream."""
     if output_format == "csv":
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(stream)
         writer.writerow(result.columns)
-        writer.writerows(result.rows)
+        writer.writerows([cell_text(v) for v in row] for row in result.rows)
     elif output_format == "json":
         rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
-        sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
-    else:
-        table = Table(*result.columns)
+        stream.write(json.dumps(jsonable(rows), default=str, indent=2) + "\n")
+    elif output_format == "jsonl":
         for row in result.rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
-        out.print(table)
+            stream.write(json_text(dict(zip(result.columns, row, strict=True))) + "\n")
+    elif output_format == "line":
+        write_lines(result, stream)
+    else:
+        raise UsageError(f"--format {output_format} writes a file; add --out PATH")
+
+
+def print_result(result: QueryResult, output_format: str) -> None:
+    """A query result on stdout. A table too wide for the terminal is shown one field per line instead."""
+    if output_format != "table":
+        write_result(result, output_format, sys.stdout)
+        return
+    if not _fits(result.columns, out.width):
+        err.print(f"note: {len(result.columns)} columns do not fit in {out.width}; one field per line "
+                  "(--format line). For files: --format csv, jsonl or parquet with --out.",
+                  markup=False, highlight=False, soft_wrap=True)
+        write_lines(result, sys.stdout)
+        return
+    table = Table()
+    for column in result.columns:
+        table.add_column(column, no_wrap=True, overflow="ellipsis", min_width=min(len(column), 12))
+    for row in result.rows:
+        table.add_row(*(Text(_short_cell(v)) for v in row))
+    out.print(table)
 
 
 class OutputFormat(StrEnum):
     table = "table"
+    line = "line"
     csv = "csv"
     json = "json"
+    jsonl = "jsonl"
+    parquet = "parquet"
 
 
-FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
+FormatOption = Annotated[OutputFormat, typer.Option(
+    "--format", help="table (too wide: one field per line), line (one field per line), csv, json, jsonl, or "
+    "parquet (with --out).")]
 
 
 PublicKeysOption = Annotated[
@@ -149,6 +216,20 @@ EXIT_PENDING = 3
 
 def _plural(count: int, word: str) -> str:
     return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
+
+
+PROBLEMS_SHOWN = 10
+
+
+def problems_listed(problems: list[str], listing: Path) -> str:
+    """Print the first few problems to stderr; when there are more, write them all to `listing` and say where."""
+    for problem in problems[:PROBLEMS_SHOWN]:
+        _line(problem, error=True)
+    if len(problems) <= PROBLEMS_SHOWN:
+        return ""
+    listing.write_text("\n".join(problems) + "\n")
+    _line(f"... and {len(problems) - PROBLEMS_SHOWN:,} more", error=True)
+    return f"; all {len(problems):,} problems are listed in {listing}"
 
 
 def _line(text: str, *, error: bool = False) -> None:

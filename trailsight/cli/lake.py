@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from trailsight.cli.common import (
     DatabaseOption,
@@ -22,6 +25,7 @@ from trailsight.cli.common import (
     SourceOption,
     StartOption,
     WorkgroupOption,
+    _line,
     _summary_table,
     app,
     date_range,
@@ -29,13 +33,19 @@ from trailsight.cli.common import (
     err,
     out,
     print_result,
+    write_result,
 )
+from trailsight.errors import UsageError
 from trailsight.lake import export as export_module
 from trailsight.lake import ingest as lake_module
-from trailsight.query.duckdb_engine import QueryResult
+from trailsight.lake.progress import ProgressLines
+from trailsight.query.duckdb_engine import QueryResult, write_parquet
 from trailsight.query.engine import open_engine
 from trailsight.schema import load_schema, markdown
 from trailsight.storage.store import as_storage
+
+# Seconds between progress lines when stderr is not a terminal (cron, CI, a pipe).
+PROGRESS_EVERY = 10.0
 
 
 @app.command()
@@ -67,6 +77,10 @@ def ingest(
     else:
         summary = _ingest_here(source, lake, first, last, tuple(account or ()), tuple(region or ()), late_hours,
                                workers, as_json)
+    if not summary.files_found:
+        dates = f" delivered {first}..{last}" if first else ""
+        err.print(f"note: no CloudTrail log files{dates} in {source}; --source takes the folder (or s3:// prefix) "
+                  "that holds AWSLogs/", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         out.print_json(json.dumps(summary.as_dict()))
         return
@@ -80,14 +94,24 @@ def ingest(
 
 def _ingest_here(source: str, lake: str, first: Any, last: Any, accounts: tuple[str, ...], regions: tuple[str, ...],
                  late_hours: int, workers: int | None, as_json: bool) -> lake_module.IngestSummary:
-    """The ingest on this machine, with a progress bar on a terminal."""
-    with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=as_json or not err.is_terminal) as progress:
-        task = progress.add_task("files", total=None)
-        return lake_module.ingest(
-            source, lake, first, last, accounts, regions, late_hours, workers,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    """The ingest on this machine: a live bar on a terminal, plain progress lines elsewhere (cron, CI, a pipe)."""
+    live = err.is_terminal and not as_json
+    lines = ProgressLines(lambda text: _line(text, error=True), every=PROGRESS_EVERY)
+    with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
+                  TextColumn("{task.fields[events]:,} events, {task.fields[rate]:,.0f}/s"), TimeRemainingColumn(),
+                  console=err, transient=True, disable=not live) as progress:
+        task = progress.add_task("files", total=None, events=0, rate=0.0)
+
+        def on_progress(done: int, total: int, events: int) -> None:
+            if live:
+                elapsed = progress.tasks[0].elapsed or 0
+                progress.update(task, completed=done, total=total, events=events,
+                                rate=events / elapsed if elapsed else 0.0)
+            elif not as_json:
+                lines(done, total, events)
+
+        return lake_module.ingest(source, lake, first, last, accounts, regions, late_hours, workers,
+                                  on_progress=on_progress)
 
 
 @app.command()
@@ -127,8 +151,12 @@ def migrate(lake: LakeOption) -> None:
 @app.command()
 def sql(
     lake: LakeOption,
-    query: Annotated[str, typer.Argument(help="SQL over the views cloudtrail and cloudtrail_insights.")],
+    query: Annotated[str, typer.Argument(help="SQL over the views cloudtrail (one row per event), cloudtrail_calls "
+                                         "(the same rows plus principal, failed, error_code and error_family, as "
+                                         "the reports count them) and cloudtrail_insights.")],
     output_format: FormatOption = OutputFormat.table,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Write the result into this file (any format; "
+                                                  "needed for parquet).")] = None,
     engine: EngineOption = Engine.duckdb,
     database: DatabaseOption = "trailsight",
     workgroup: WorkgroupOption = "primary",
@@ -136,18 +164,38 @@ def sql(
 ) -> None:
     """Run SQL over the lake with DuckDB (local folder or S3), or with Athena (written in DuckDB's dialect).
 
+    Views: cloudtrail (every event), cloudtrail_calls (with the reports' principal, failed, error_code and
+    error_family), cloudtrail_insights (Insights events); `trailsight schema` lists the columns.
+    Wide rows: --format line. Large results: --format parquet --out FILE.
+
     Example: trailsight sql --lake ./lake "SELECT eventname, count(*) FROM cloudtrail GROUP BY 1 ORDER BY 2 DESC"
     """
+    if output_format is OutputFormat.parquet and out_path is None:
+        raise UsageError("--format parquet writes a file; add --out PATH")
+    if output_format is OutputFormat.parquet and engine is Engine.duckdb:
+        rows = write_parquet(lake, query, out_path)
+        _line(f"wrote {rows:,} rows to {out_path}", error=True)
+        return
     running = open_engine(as_storage(lake), engine_settings(engine, database, workgroup, output_location))
     try:
-        columns, rows = running.query(query)
+        columns, found = running.query(query)
         stats = running.stats()
     finally:
         running.close()
-    print_result(QueryResult(columns, rows), output_format)
+    result = QueryResult(columns, found)
     if stats["engine"] == "athena":
         err.print(f"Athena query {stats['query_ids'][0]}: {stats['bytes_scanned']:,} bytes scanned, "
                   f"about ${stats['cost_usd']:.6f}")
+    if out_path is None:
+        print_result(result, output_format)
+        return
+    if output_format is OutputFormat.parquet:
+        pq.write_table(pa.Table.from_pylist([dict(zip(result.columns, r, strict=True)) for r in result.rows]),
+                       out_path)
+    else:
+        with open(out_path, "w", newline="") as stream:
+            write_result(result, "line" if output_format is OutputFormat.table else output_format, stream)
+    _line(f"wrote {len(result.rows):,} rows to {out_path}", error=True)
 
 
 @app.command()

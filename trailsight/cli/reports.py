@@ -17,6 +17,7 @@ from trailsight.cli.common import (
     PublicKeysOption,
     SourceOption,
     WorkgroupOption,
+    _line,
     app,
     engine_settings,
     err,
@@ -24,14 +25,15 @@ from trailsight.cli.common import (
     parse_day,
 )
 from trailsight.errors import NoDataError
+from trailsight.report.daily import counts_text
 
 
 @app.command()
 def report(
     lake: LakeOption,
     day: Annotated[str, typer.Option("--date", help="The day to report on, YYYY-MM-DD (UTC).")],
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the reports (default: reports/<date>).")] = (
-        None),
+    out_dir: Annotated[str | None, typer.Option("--out", help="Folder or s3:// prefix for the reports (default: "
+                                                "reports/DATE).")] = None,
     names: Annotated[str | None, typer.Option("--reports", help="Comma-separated subset of the reports.")] = None,
     engine: EngineOption = Engine.duckdb,
     database: DatabaseOption = "trailsight",
@@ -51,17 +53,19 @@ def report(
     from trailsight.report.daily import write_daily_report
 
     parsed = parse_day(day, "--date")
-    target = out_dir or Path("reports") / parsed.isoformat()
+    target = out_dir or str(Path("reports") / parsed.isoformat())
     settings = engine_settings(engine, database, workgroup, output_location)
     summary = write_daily_report(lake, parsed, target, names, engine=settings, source=source, public_keys=public_keys)
     if summary.engine["engine"] == "athena":
         err.print(f"Athena: {summary.engine['queries']} queries, {summary.engine['bytes_scanned']:,} bytes scanned, "
                   f"about ${summary.engine['cost_usd']:.6f} at ${summary.engine['usd_per_tb']}/TB")
     for warning in summary.warnings:
-        err.print(f"warning: {warning}")
+        _line(f"warning: {warning}", error=True)
+    for note in summary.notes:
+        _line(f"note: {note}", error=True)
     out.print(f"{parsed}: {summary.events:,} events, {summary.failed:,} failed calls, {summary.spikes} spikes, "
-              f"findings {summary.findings}")
-    out.print(f"wrote {len(summary.files)} files to {target} (open {target / 'report.html'})")
+              f"findings: {counts_text(summary.findings)}")
+    _line(f"wrote {len(summary.files)} files to {target} (open {target.rstrip('/')}/report.html)")
     if not summary.events:
         raise NoDataError(f"no data: the lake {lake} has no events dated {parsed}; was the day ingested?")
 

@@ -25,6 +25,7 @@ from trailsight.cli.common import (
     date_range,
     out,
     parse_day,
+    problems_listed,
 )
 from trailsight.retention import archive as archive_module
 from trailsight.retention import costs
@@ -68,10 +69,9 @@ def archive(
         _line(f"{result.day} {result.status}: {_plural(result.bundles_written, 'bundle')} written, "
               f"{_plural(result.files_deleted, 'original')} deleted")
     if not result.ok:
-        for problem in result.problems:
-            _line(problem, error=True)
+        listed = problems_listed(result.problems, Path(f"archive-problems-{result.day}.txt"))
         _line(f"{result.day} failed verification ({_plural(len(result.problems), 'problem')}); nothing was "
-              "written or deleted", error=True)
+              f"written or deleted{listed}", error=True)
         raise typer.Exit(1)
 
 

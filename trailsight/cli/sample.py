@@ -11,6 +11,7 @@ import typer
 from trailsight.cli.common import OutputFormat, app, err, out, parse_day, print_result
 from trailsight.query.duckdb_engine import run_sql
 from trailsight.query.sqlfiles import load_sql
+from trailsight.report.daily import counts_text
 
 
 @app.command()
@@ -85,6 +86,6 @@ def demo(
         out.print(f"\n[bold]{query.title}[/bold]: {query.description}")
         print_result(run_sql(lake, query.sql), OutputFormat.table)
     out.print(f"\n{last}: {report['events']:,} events, {report['failed']:,} failed calls, {report['spikes']} spikes, "
-              f"findings {report['findings']}")
+              f"findings: {counts_text(report['findings'])}")
     out.print(f"report: {(report_root / last.isoformat() / 'report.html').resolve()}")
     out.print(f"lake:   {lake}  ·  try: trailsight sql --lake {lake} \"SELECT * FROM cloudtrail LIMIT 5\"")

@@ -256,7 +256,8 @@ def default_workers() -> int:
     return max(1, min(len(os.sched_getaffinity(0)), 8))
 
 
-ProgressCallback = Callable[[int, int], None]
+# (files done, files in all, events read so far): enough for a rate and the time left.
+ProgressCallback = Callable[[int, int, int], None]
 
 
 def ingest(
@@ -307,7 +308,7 @@ def ingest(
                     writer.add(partition, piece)
                 done += len(batch.files)
                 if on_progress:
-                    on_progress(done, len(files))
+                    on_progress(done, len(files), summary.events_read)
             writer.close()
         summary.events_written = writer.written
         summary.duplicates = writer.duplicates

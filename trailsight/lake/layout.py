@@ -144,6 +144,13 @@ def mark_day_complete(lake: str | Storage, day: date, summary: dict) -> None:
     lake.write_bytes(f"{DAYS_PREFIX}/{day.isoformat()}.json", orjson.dumps(summary, default=str))
 
 
+def day_summary(lake: str | Storage, day: date) -> dict | None:
+    """What the daily job recorded when it finished `day`, or None when it has not."""
+    lake = as_storage(lake)
+    key = f"{DAYS_PREFIX}/{day.isoformat()}.json"
+    return orjson.loads(lake.read_bytes(key)) if lake.exists(key) else None
+
+
 def completed_days(lake: str | Storage) -> set[date]:
     lake = as_storage(lake)
     return {date.fromisoformat(o.key.rsplit("/", 1)[-1].removesuffix(".json"))

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -215,6 +216,19 @@ def run_sql(lake: str | Storage, sql: str, parameters: list[Any] | dict[str, Any
         cursor = con.execute(sql, parameters) if parameters is not None else con.execute(sql)
         columns = [d[0] for d in cursor.description or []]
         return QueryResult(columns, cursor.fetchall())
+    except duckdb.Error as exc:
+        raise QueryError(f"query failed: {first_line(exc)}") from exc
+    finally:
+        con.close()
+
+
+def write_parquet(lake: str | Storage, sql: str, path: str | Path) -> int:
+    """Run one query and stream its result into a Parquet file (results larger than memory included); row count."""
+    con = connect(lake)
+    try:
+        query = sql.strip().rstrip(";")
+        target = str(path).replace("'", "''")
+        return con.execute(f"COPY ({query}) TO '{target}' (FORMAT parquet)").fetchone()[0]
     except duckdb.Error as exc:
         raise QueryError(f"query failed: {first_line(exc)}") from exc
     finally:

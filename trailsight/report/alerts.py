@@ -13,7 +13,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -71,14 +70,6 @@ def alerts_from_findings(day: date, findings: list[dict[str, Any]], min_severity
         alerts.append(Alert(fingerprint, severity, subject[:100], "\n".join(lines),
                             {"severity": severity, "control": control, "account": account, "day": str(day)}))
     return alerts
-
-
-def findings_of_report(report_dir: str | Path) -> list[dict[str, Any]]:
-    """The findings the security report wrote for a day (none when it was not run)."""
-    path = Path(report_dir) / "security.json"
-    if not path.exists():
-        return []
-    return json.loads(path.read_text()).get("findings", [])
 
 
 @dataclass

@@ -17,6 +17,7 @@ import csv
 import difflib
 import io
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,8 +30,10 @@ import orjson
 
 from trailsight.errors import QueryError, UsageError
 from trailsight.integrity.digests import verify_digests
+from trailsight.lake import layout
 from trailsight.query.engine import Engine, EngineSettings, open_engine
 from trailsight.query.sqlfiles import load_sql
+from trailsight.resources import package_folder
 from trailsight.storage.store import Storage, as_storage
 
 if TYPE_CHECKING:
@@ -43,6 +46,8 @@ DEFAULT_LIMIT = 50
 LIST_LIMIT = 20
 MESSAGE_LIMIT = 300
 NEW_FAILURE_DAYS = 7
+TREND_DAYS = 7
+BREAKDOWN_COUNTS = ("events", "failed", "writes", "root_events", "principals")
 DENIED_FAMILIES = ("access_denied", "authentication")
 NOISE_FAMILIES = ("throttling", "not_found", "conflict", "dry_run")
 
@@ -101,10 +106,15 @@ def _message(text: str | None) -> str | None:
 
 
 def summary_report(lake: LakeLike, day: date | str, engine: Engine | None = None) -> dict[str, Any]:
-    """Headline numbers and the 24 hours of the day (hours without calls included as zeros)."""
+    """Headline numbers, the 24 hours of the day (hours without calls included as zeros), the day per account
+    and per region, and the TREND_DAYS days up to it (findings of earlier days as the daily job recorded them)."""
     day = as_day(day)
-    with lake_engine(lake, engine) as c:
+    storage = as_storage(lake)
+    since = day - timedelta(days=TREND_DAYS - 1)
+    with lake_engine(storage, engine) as c:
         rows = run_report_sql(c, "summary", day=day)
+        per_day = {as_day(r["day"]): r for r in run_report_sql(c, "summary_trend", day=day, since=since)}
+        parts = _dimensions(run_report_sql(c, "summary_breakdown", day=day))
     headline = {k: v for k, v in rows[0].items() if k != "hour"}
     headline["failed_rate"] = round(headline["failed"] / headline["events"], 4) if headline["events"] else 0.0
     hours = {row["hour"]: row for row in rows[1:]}
@@ -115,7 +125,20 @@ def summary_report(lake: LakeLike, day: date | str, engine: Engine | None = None
                 "writes": row.get("writes", 0), "failed": row.get("failed", 0)}
 
     per_hour = [hour(h) for h in range(24)]
-    return {"day": day, "headline": headline, "calls_per_hour": per_hour}
+    trend = []
+    for offset in range(TREND_DAYS):
+        when = since + timedelta(days=offset)
+        recorded = (layout.day_summary(storage, when) or {}).get("report") or {} if when < day else {}
+        found = recorded.get("findings")
+        trend.append({"day": when, "events": per_day.get(when, {}).get("events", 0),
+                      "failed": per_day.get(when, {}).get("failed", 0),
+                      "findings": sum(found.values()) if found is not None else None})
+    by_account = [{"account": r["name"], **{k: r[k] for k in BREAKDOWN_COUNTS}, "regions": r["regions"]}
+                  for r in parts.get("account", [])]
+    by_region = [{"region": r["name"], **{k: r[k] for k in BREAKDOWN_COUNTS}, "accounts": r["accounts"]}
+                 for r in parts.get("region", [])]
+    return {"day": day, "headline": headline, "calls_per_hour": per_hour, "trend": trend,
+            "by_account": by_account, "by_region": by_region}
 
 
 def _dimensions(rows: Rows) -> dict[str, Rows]:
@@ -220,15 +243,11 @@ REPORTS: dict[str, ReportFunction] = {
     "security": security_report,
 }
 
-# The main table of each report (written as <report>.csv), then further tables (<report>.<table>.csv).
-TABLES: dict[str, tuple[str, ...]] = {
-    "summary": ("calls_per_hour",),
-    "top_callers": ("principals", "apis", "source_ips", "read_write"),
-    "failed_calls": ("by_error_code", "by_api", "by_principal", "new_kinds"),
-    "spikes": ("table",),
-    "security": ("table",),
-    "integrity": ("problems",),
-}
+# The main table of each report (written as <report>.csv), then further tables (<report>.<table>.csv), with the
+# columns each is written with even when empty.
+CSV_COLUMNS: dict[str, dict[str, list[str]]] = tomllib.loads(
+    (package_folder("trailsight.report") / "csv_columns.toml").read_text())
+TABLES: dict[str, tuple[str, ...]] = {name: tuple(tables) for name, tables in CSV_COLUMNS.items()}
 
 
 def select_reports(reports: str | list[str] | tuple[str, ...] | None) -> list[str]:
@@ -268,12 +287,13 @@ def dump_json(value: Any) -> bytes:
     return orjson.dumps(jsonable(value), option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def csv_text(rows: Rows) -> str:
-    """CSV of rows; lists become `a; b; c` so every cell stays one value."""
+def csv_text(rows: Rows, columns: list[str] | None = None) -> str:
+    """CSV of rows with a header (the rows' own keys, else `columns`: an empty table keeps its header); lists
+    become `a; b; c` so every cell stays one value."""
     buffer = io.StringIO()
-    if not rows:
+    columns = list(rows[0]) if rows else list(columns or [])
+    if not columns:
         return ""
-    columns = list(rows[0])
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
@@ -289,12 +309,21 @@ def csv_text(rows: Rows) -> str:
     return buffer.getvalue()
 
 
+def counts_text(counts: dict[str, int]) -> str:
+    """`{"critical": 1, "high": 3, "low": 0}` as `1 critical, 3 high` (or `none`): for lines people read.
+
+    >>> counts_text({"critical": 1, "high": 3, "low": 0})
+    '1 critical, 3 high'
+    """
+    return ", ".join(f"{n:,} {name}" for name, n in counts.items() if n) or "none"
+
+
 @dataclass
 class ReportSummary:
     """What `write_daily_report` did: files written, seconds per report and the figures a person looks at."""
 
     day: date
-    out_dir: Path
+    out_dir: str
     reports: list[str]
     files: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -303,11 +332,14 @@ class ReportSummary:
     spikes: int = 0
     findings: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     engine: dict[str, Any] = field(default_factory=dict)
     integrity_ok: bool | None = None
+    # The security report's findings in full, for alerts and artifacts; not part of the summary's dict.
+    finding_details: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return jsonable({**self.__dict__, "out_dir": str(self.out_dir)})
+        return jsonable({k: v for k, v in self.__dict__.items() if k != "finding_details"})
 
 
 def run_reports(lake: LakeLike, day: date | str, reports: str | list[str] | None = None,
@@ -326,10 +358,11 @@ def run_reports(lake: LakeLike, day: date | str, reports: str | list[str] | None
     return results, seconds
 
 
-def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
+def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path | Storage,
                        reports: str | list[str] | None = None, engine: EngineSettings | None = None,
                        source: LakeLike | None = None, public_keys: str | Path | None = None) -> ReportSummary:
-    """Run the reports for one UTC day and write JSON, CSV, insights.json, report.md and report.html.
+    """Run the reports for one UTC day and write JSON, CSV, insights.json, report.md and report.html into
+    `out_dir`: a folder or an s3:// prefix.
 
     With Athena as the `engine` the same SQL files run on Athena instead of DuckDB; the bytes scanned and their
     cost are recorded in the summary (`engine`). With the raw `source`, the day's log files are also verified
@@ -338,16 +371,16 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
     from trailsight.report.html import render_html, render_markdown
 
     day = as_day(day)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = as_storage(out_dir)
     running = open_engine(as_storage(lake), engine)
     try:
         results, seconds = run_reports(lake, day, reports, engine=running)
         stats = running.stats()
     finally:
         running.close()
-    summary = ReportSummary(day, out, list(results), seconds=seconds, engine=stats)
+    summary = ReportSummary(day, out.url, list(results), seconds=seconds, engine=stats)
     results["summary"]["engine"] = summary.engine
+    results["summary"]["lake"] = as_storage(lake).url  # for the page's queries: `trailsight sql --lake ...`
     if source is not None:
         results["integrity"] = verify_digests(source, day, public_keys=public_keys).as_dict()
         summary.integrity_ok = results["integrity"]["ok"]
@@ -359,20 +392,28 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
         results["spikes"]["table"] = [{k: v for k, v in i.items() if k not in ("model", "attributions", "chart")}
                                       for i in results["spikes"]["insights"]]
         summary.spikes = len(results["spikes"]["insights"])
-        summary.warnings += results["spikes"]["notes"]
+        summary.notes += results["spikes"]["notes"]  # short history is expected on a new lake, not a failure
     if "security" in results:
         summary.findings = results["security"]["by_severity"]
+        summary.finding_details = jsonable(results["security"]["findings"])
+        results["summary"]["trend"][-1]["findings"] = sum(summary.findings.values())
+        per_account: dict[str, int] = {}
+        for finding in results["security"]["findings"]:
+            per_account[finding["account"]] = per_account.get(finding["account"], 0) + 1
+        for row in results["summary"]["by_account"]:
+            row["findings"] = per_account.get(row["account"], 0)
 
     def write(name: str, data: bytes | str) -> None:
-        path = out / name
-        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+        out.write_bytes(name, data if isinstance(data, bytes) else data.encode())
         summary.files.append(name)
 
     for name, data in results.items():
         body = {k: v for k, v in data.items() if k not in ("records", "table")}
         write(f"{name}.json", dump_json({"report": name, "day": day, **body}))
         for index, table in enumerate(TABLES[name]):
-            write(f"{name}.csv" if index == 0 else f"{name}.{table}.csv", csv_text(data.get(table, [])))
+            rows = data.get(table) or []
+            write(f"{name}.csv" if index == 0 else f"{name}.{table}.csv",
+                  csv_text([rows] if isinstance(rows, dict) else rows, CSV_COLUMNS[name][table]))
     if "spikes" in results:
         write("insights.json", dump_json({"Records": results["spikes"]["records"]}))
     write("report.md", render_markdown(day, results, summary))

@@ -21,7 +21,7 @@ Deliberate choices, each tested with events that must fire and near-misses that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -45,6 +45,7 @@ class Control:
     why: str
     cis: str | None = None  # the v1.4-v5.0 number, e.g. "4.3"
     column: str | None = None
+    critical_calls: frozenset[str] = frozenset()  # calls that make a finding of this control critical
 
     @property
     def cis_numbers(self) -> dict[str, str] | None:
@@ -75,9 +76,11 @@ CONTROLS: tuple[Control, ...] = (
     _cis(4, "IAM policy changes", "medium",
          "iam.amazonaws.com Put/Delete/Attach/Detach of user, group or role policies, Create/Delete Policy and "
          "PolicyVersion", "policy changes grant or remove permissions"),
-    _cis(5, "CloudTrail configuration changes", "high",
-         "cloudtrail.amazonaws.com CreateTrail, UpdateTrail, DeleteTrail, StartLogging, StopLogging",
-         "stopping or redirecting the trail blinds every other control"),
+    replace(_cis(5, "CloudTrail configuration changes", "high",
+                 "cloudtrail.amazonaws.com CreateTrail, UpdateTrail, DeleteTrail, StartLogging, StopLogging "
+                 "(StopLogging and DeleteTrail are critical)",
+                 "stopping or redirecting the trail blinds every other control"),
+            critical_calls=frozenset({"StopLogging", "DeleteTrail"})),
     _cis(6, "Console authentication failures", "medium",
          "ConsoleLogin with errorMessage 'Failed authentication'",
          "repeated failures suggest password guessing"),
@@ -136,6 +139,9 @@ CONTROLS: tuple[Control, ...] = (
             "attackers favour unused regions, where nobody looks (crypto-mining, hidden resources)"),
 )
 CONTROLS_BY_ID = {c.id: c for c in CONTROLS}
+# An event that fires the first control is not counted again under the second: a root console sign-in is one
+# critical finding (its MFA state in the event's detail), not also a high and a medium one.
+SUBSUMED: dict[str, tuple[str, ...]] = {"cis-4.3": ("console-login-without-mfa", "cis-4.2")}
 
 
 @dataclass(frozen=True)
@@ -241,15 +247,49 @@ def event_detail(control: Control, row: dict[str, Any]) -> str:
         return f"{name} on {group or 'a security group'}: {', '.join(_open_rules(parameters)) or 'open range'}"
     if control.id == "credentials-for-another-user":
         return f"{name} for user {(parameters or {}).get('userName')}"
-    if control.id in ("console-login-without-mfa", "cis-4.2"):
+    if control.id in ("console-login-without-mfa", "cis-4.2") or (control.id == "cis-4.3" and name == "ConsoleLogin"):
         outcome = "failed" if row.get("errormessage") or row.get("errorcode") else "succeeded"
         return f"ConsoleLogin {outcome}, MFAUsed={row.get('mfa_used') or 'absent'}"
+    if control.id == "cis-4.8" and parameters:
+        bucket = f"{name} on bucket {parameters.get('bucketName', '?')}"
+        policy = _json(parameters["bucketPolicy"]) if isinstance(parameters.get("bucketPolicy"), str) \
+            else parameters.get("bucketPolicy")
+        return f"{bucket}: {policy_summary(policy)}" if policy else bucket
     detail = f"{(row['eventsource'] or '(missing)').split('.')[0]}:{name}"
     if row.get("errorcode"):
         detail += f" (failed: {row['errorcode']})"
     elif row.get("errormessage"):
         detail += f" (failed: {row['errormessage']})"
     return detail
+
+
+def _principal_text(principal: Any) -> str:
+    if principal == "*" or (isinstance(principal, dict) and "*" in (principal.get("AWS"), principal.get("*"))):
+        return "anyone"
+    if isinstance(principal, dict):
+        values = [v for value in principal.values() for v in (value if isinstance(value, list) else [value])]
+        return ", ".join(str(v) for v in values[:3]) + (" ..." if len(values) > 3 else "")
+    return str(principal)
+
+
+def policy_summary(policy: Any, limit: int = 240) -> str:
+    """A bucket policy in words: `Deny s3:* to anyone if aws:SecureTransport=false` per statement.
+
+    >>> policy_summary({"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject"}]})
+    'Allow s3:GetObject to anyone'
+    """
+    statements = (policy or {}).get("Statement", [])
+    parts = []
+    for statement in statements if isinstance(statements, list) else [statements]:
+        actions = statement.get("Action", "?")
+        action = ", ".join(actions[:3]) + (" ..." if len(actions) > 3 else "") if isinstance(actions, list) \
+            else str(actions)
+        text = f"{statement.get('Effect', '?')} {action} to {_principal_text(statement.get('Principal'))}"
+        conditions = [f"{key}={value}" for test in (statement.get("Condition") or {}).values()
+                      if isinstance(test, dict) for key, value in test.items()]
+        parts.append(text + (f" if {', '.join(conditions[:2])}" if conditions else ""))
+    text = "; ".join(parts) or "empty policy"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _event_summary(row: dict[str, Any], detail: str) -> dict[str, Any]:
@@ -262,10 +302,14 @@ def findings_from_events(rows: list[dict[str, Any]], config: DetectionConfig) ->
     """Group flagged events into one finding per control, account and principal."""
     groups: dict[tuple[str, str, str], list[tuple[dict[str, Any], str]]] = {}
     for row in rows:
-        for control in CONTROLS:
-            if control.column and row.get(control.column):
-                groups.setdefault((control.id, row["account"], row["principal"]), []).append(
-                    (row, event_detail(control, row)))
+        fired = {control.id for control in CONTROLS if control.column and row.get(control.column)}
+        for first, others in SUBSUMED.items():
+            if first in fired:
+                fired -= set(others)
+        for control_id in sorted(fired):
+            control = CONTROLS_BY_ID[control_id]
+            groups.setdefault((control.id, row["account"], row["principal"]), []).append(
+                (row, event_detail(control, row)))
     findings = []
     for (control_id, account, principal), matches in groups.items():
         control = CONTROLS_BY_ID[control_id]
@@ -279,8 +323,9 @@ def findings_from_events(rows: list[dict[str, Any]], config: DetectionConfig) ->
                           "console-login-without-mfa"):
             why += f" ({first_detail}{'; ...' if len(matches) > 1 else ''})"
         why += f". Rule: {control.rule}."
+        severity = "critical" if control.critical_calls & set(names) else control.severity
         findings.append(Finding(
-            control.id, control.title, control.severity, control.cis_numbers, account, principal, len(matches),
+            control.id, control.title, severity, control.cis_numbers, account, principal, len(matches),
             min(r["eventtime"] for r, _ in matches), max(r["eventtime"] for r, _ in matches), why,
             [_event_summary(r, d) for r, d in matches[: config.max_events_per_finding]],
         ))

@@ -14,6 +14,9 @@ from typing import Any
 
 SEVERITY_COLORS = {"critical": "#7f1d1d", "high": "#c2410c", "medium": "#b45309", "low": "#4b5563"}
 READ_COLOR, WRITE_COLOR, FAIL_COLOR, LINE_COLOR = "#93c5fd", "#2563eb", "#dc2626", "#111827"
+BAND_COLOR, BAND_TEXT, BAND_MIN_PX = "#3b82f6", "#1d4ed8", 8
+FINDING_COLOR = "#c2410c"
+QUERY_COLUMNS = "eventtime, eventname, principal, sourceipaddress, error_code, requestparameters"
 FAMILY_COLORS = {"access_denied": "#dc2626", "authentication": "#9f1239", "throttling": "#d97706",
                  "not_found": "#6b7280", "conflict": "#9ca3af", "limits": "#a16207", "invalid_request": "#0891b2",
                  "service_error": "#7c3aed", "dry_run": "#d1d5db", "other": "#4b5563"}
@@ -30,9 +33,9 @@ section { background: #fff; border-radius: 10px; padding: 18px 20px; margin: 18p
           box-shadow: 0 1px 2px rgba(0,0,0,.06); }
 h2 { font-size: 18px; margin: 0 0 12px; }
 h3 { font-size: 15px; margin: 16px 0 8px; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: 12px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(118px, 1fr)); gap: 12px; }
 .card { background: #fff; border-radius: 10px; padding: 14px 16px; box-shadow: 0 1px 2px rgba(0,0,0,.06); }
-.card .value { font-size: 26px; font-weight: 650; }
+.card .value { font-size: 26px; font-weight: 650; white-space: nowrap; }
 .card .label { color: #4b5563; font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
 .card.alert .value { color: #b91c1c; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
@@ -49,13 +52,28 @@ td.nowrap { white-space: nowrap; overflow-wrap: normal; }
 .legend span { margin-right: 14px; font-size: 12px; color: #374151; }
 .legend i { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 4px; }
 .grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 18px; }
+.grid2 > div { min-width: 0; }
 @media (max-width: 900px) { .grid2 { grid-template-columns: 1fr; } }
+.card small { font-size: 15px; }
 .spike { border-top: 1px solid #e5e7eb; padding-top: 12px; margin-top: 12px; }
 .spike:first-of-type { border-top: 0; margin-top: 0; }
 details { border: 1px solid #e5e7eb; border-radius: 8px; padding: 8px 12px; margin: 8px 0; }
 summary { cursor: pointer; }
+p, summary, li, h3 { overflow-wrap: anywhere; }
 .notes li { color: #92400e; }
 svg.chart { display: block; width: 100%; height: auto; }
+.scroll { overflow-x: auto; }
+.scroll td:first-child { min-width: 9em; }
+.scroll > svg.chart { min-width: 620px; }
+.trend { display: grid; grid-template-columns: repeat(3, 1fr); gap: 18px; }
+.trend svg.chart { min-width: 0; }
+.nowrap, .account { white-space: nowrap; overflow-wrap: normal; }
+pre.query { background: #f9fafb; border: 1px solid #e5e7eb; border-radius: 6px; padding: 8px 10px; margin: 6px 0;
+            white-space: pre-wrap; overflow-wrap: anywhere; font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
+@media (max-width: 700px) { main { padding: 12px; } section { padding: 14px 12px; }
+  .trend { grid-template-columns: 1fr; } .card .value { font-size: 22px; }
+  .scroll th, .scroll td { overflow-wrap: break-word; } .scroll .mono { word-break: normal; }
+  .scroll td:first-child { min-width: 12em; } .scroll td:first-child .mono { word-break: break-all; } }
 svg text { font: 11px system-ui, sans-serif; fill: #374151; }
 footer { color: #6b7280; font-size: 12px; text-align: center; padding: 12px; }
 """
@@ -192,10 +210,14 @@ def spike_svg(insight: dict[str, Any]) -> str:
     end = start + chart["insight_minutes"] - 1
     parts.append(f'<rect class="insight-window" x="{x_of(start):.1f}" y="{top}" '
                  f'width="{max(x_of(end) - x_of(start), 2):.1f}" height="{plot_h}" fill="#fee2e2"/>')
+    # A quiet baseline (a few calls a day) is a sliver at this scale: drawn at least BAND_MIN_PX tall, labelled.
     band_top, band_bottom = y_of(chart["band_high"]), y_of(chart["band_low"])
+    band_top = min(band_top, band_bottom - BAND_MIN_PX)
     parts.append(f'<rect class="baseline-band" x="{left}" y="{band_top:.1f}" width="{plot_w}" '
-                 f'height="{max(band_bottom - band_top, 1.5):.1f}" fill="#bfdbfe" opacity="0.8">'
+                 f'height="{band_bottom - band_top:.1f}" fill="{BAND_COLOR}" opacity="0.55">'
                  f'<title>baseline band {chart["band_low"]:.3f} to {chart["band_high"]:.3f} per minute</title></rect>')
+    parts.append(f'<text class="baseline-label" x="{width - 12}" y="{band_top - 4:.1f}" text-anchor="end" '
+                 f'fill="{BAND_TEXT}">baseline {chart["baseline_mean"]:.3g}/min</text>')
     parts.append(f'<line class="baseline-mean" x1="{left}" x2="{width - 10}" y1="{y_of(chart["baseline_mean"]):.1f}" '
                  f'y2="{y_of(chart["baseline_mean"]):.1f}" stroke="#2563eb" stroke-width="1"/>')
     parts.append(f'<line class="threshold" x1="{left}" x2="{width - 10}" y1="{y_of(chart["threshold"]):.1f}" '
@@ -219,7 +241,8 @@ def _card(label: str, value: str, alert: bool = False) -> str:
             f'<div class="label">{esc(label)}</div></div>')
 
 
-NOWRAP = {"principal_type", "first_seen", "last_seen", "error_rate", "eventTime", "family", "region"}
+NOWRAP = {"principal_type", "first_seen", "last_seen", "error_rate", "eventTime", "family", "region", "account",
+          "day"}
 
 
 def _table(columns: list[tuple[str, str]], rows: list[dict[str, Any]], numeric: set[str] | None = None,
@@ -241,7 +264,8 @@ def _table(columns: list[tuple[str, str]], rows: list[dict[str, Any]], numeric: 
         body.append("<tr>" + "".join(cells) + "</tr>")
     if not rows:
         body.append(f'<tr><td colspan="{len(columns)}" class="muted">nothing on this day</td></tr>')
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    rows_html = "".join(body)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows_html}</tbody></table></div>'
 
 
 def _short(value: Any, limit: int = 140) -> str:
@@ -281,12 +305,97 @@ def headline_section(results: dict[str, Any]) -> str:
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
+def trend_svg(name: str, label: str, trend: list[dict[str, Any]], color: str) -> str:
+    """Seven bars, one per day, the report's own day darker; a day without a recorded value gets a dash."""
+    width, height, bottom, top = 300, 160, 34, 34
+    plot_h = height - bottom - top
+    values = [row[name] for row in trend]
+    top_value = max([v for v in values if v is not None] + [1])
+    slot = width / len(trend)
+    parts = [f'<svg class="chart" data-chart="trend-{esc(name)}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="{esc(label)} per day"><title>{esc(label)} per day</title>'
+             f'<text x="0" y="13" font-weight="600">{esc(label)}</text>']
+    for index, (row, value) in enumerate(zip(trend, values, strict=True)):
+        x = index * slot + slot * 0.15
+        bar_w = slot * 0.7
+        day = row["day"] if isinstance(row["day"], date) else date.fromisoformat(str(row["day"]))
+        today = index == len(trend) - 1
+        if value is None:
+            parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{top + plot_h:.1f}" text-anchor="middle" '
+                         'fill="#9ca3af">-<title>not recorded</title></text>')
+        else:
+            bar_h = max(plot_h * value / top_value, 1)
+            parts.append(f'<rect x="{x:.1f}" y="{top + plot_h - bar_h:.1f}" width="{bar_w:.1f}" height="{bar_h:.1f}" '
+                         f'fill="{color}" opacity="{1 if today else 0.45}"><title>{day}: {value:,}</title></rect>')
+            parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{top + plot_h - bar_h - 3:.1f}" text-anchor="middle">'
+                         f'{_compact(value)}</text>')
+        parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - 18}" text-anchor="middle">{day:%a}</text>'
+                     f'<text x="{x + bar_w / 2:.1f}" y="{height - 5}" text-anchor="middle">{day:%d}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _compact(value: int) -> str:
+    """`12,345` as `12k`: bar labels must stay narrower than their bar.
+
+    >>> _compact(12_345), _compact(950)
+    ('12k', '950')
+    """
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:.1f}M"
+    if value >= 10_000:
+        return f"{value / 1000:.0f}k"
+    if value >= 1_000:
+        return f"{value / 1000:.1f}k"
+    return str(value)
+
+
+def trend_section(summary: dict[str, Any]) -> str:
+    trend = summary.get("trend") or []
+    if not trend:
+        return ""
+    panels = "".join(f"<div>{trend_svg(name, label, trend, color)}</div>" for name, label, color in (
+        ("events", "Events", WRITE_COLOR), ("failed", "Failed calls", FAIL_COLOR),
+        ("findings", "Findings", FINDING_COLOR)))
+    return (f'<section id="trend"><h2>The last {len(trend)} days</h2><div class="trend">{panels}</div>'
+            '<p class="muted">Findings of earlier days as the daily job recorded them; - where it did not run.</p>'
+            "</section>")
+
+
+def breakdown_section(summary: dict[str, Any]) -> str:
+    counts = {"events", "failed", "writes", "root_events", "principals", "regions", "accounts", "findings"}
+    common = [("events", "events"), ("failed", "failed"), ("writes", "writes"), ("root_events", "root events"),
+              ("principals", "principals")]
+    accounts = summary.get("by_account") or []
+    findings = [("findings", "findings")] if accounts and "findings" in accounts[0] else []
+    by_account = _table([("account", "account"), *common, ("regions", "regions"), *findings], accounts, counts,
+                        {"account": _mono})
+    by_region = _table([("region", "region"), *common, ("accounts", "accounts")], summary.get("by_region") or [],
+                       counts)
+    return (f'<section id="breakdown"><h2>Per account and per region</h2><div class="grid2">'
+            f'<div><h3>Accounts</h3>{by_account}</div><div><h3>Regions</h3>{by_region}</div></div></section>')
+
+
+def finding_query(finding: dict[str, Any], day: date, lake: str | None) -> str:
+    """The SQL (and the command) that lists the events a finding names, to look further in the lake."""
+    ids = [e["eventID"] for e in finding.get("events", []) if e.get("eventID")]
+    if not ids:
+        return ""
+    listed = ", ".join(f"'{i}'" for i in ids)
+    sql = (f"SELECT {QUERY_COLUMNS} FROM cloudtrail_calls WHERE event_date = DATE '{day}' AND eventid IN "
+           f"({listed}) ORDER BY eventtime")
+    shown = "" if len(ids) >= (finding.get("count") or 0) else f" (the {len(ids)} events listed of {finding['count']})"
+    command = f'trailsight sql --lake {lake} --format line "{sql}"' if lake else sql
+    return f'<details class="query"><summary>Query its events{esc(shown)}</summary><pre class="query">' \
+           f'{esc(command)}</pre></details>'
+
+
 def activity_section(results: dict[str, Any]) -> str:
     legend = (f'<div class="legend"><span><i style="background:{READ_COLOR}"></i>reads</span>'
               f'<span><i style="background:{WRITE_COLOR}"></i>writes</span>'
               f'<span><i style="background:{FAIL_COLOR}"></i>failed</span></div>')
     return (f'<section id="activity"><h2>Calls per hour (UTC)</h2>{legend}'
-            f'{calls_per_hour_svg(results["summary"]["calls_per_hour"])}</section>')
+            f'<div class="scroll">{calls_per_hour_svg(results["summary"]["calls_per_hour"])}</div></section>')
 
 
 def callers_section(data: dict[str, Any]) -> str:
@@ -308,7 +417,7 @@ def callers_section(data: dict[str, Any]) -> str:
     split = _table([("principal_type", "identity type"), ("calls", "calls"), ("reads", "reads"),
                     ("writes", "writes"), ("errors", "errors"), ("principals", "principals")],
                    data["read_write"], {"calls", "reads", "writes", "errors", "principals"})
-    return (f'<section id="top-callers"><h2>Top callers</h2>{bars}{table}'
+    return (f'<section id="top-callers"><h2>Top callers</h2><div class="scroll">{bars}</div>{table}'
             f'<div class="grid2"><div><h3>Top APIs</h3>{apis}</div><div><h3>Top source IPs</h3>{ips}</div></div>'
             f'<h3>Reads and writes by identity type</h3>{split}</section>')
 
@@ -333,7 +442,8 @@ def failures_section(data: dict[str, Any]) -> str:
     new = _table([("eventsource", "source"), ("eventname", "API"), ("error_code", "error code"),
                   ("family", "family"), ("failures", "failures"), ("new_error_code", "code never seen")],
                  data["new_kinds"][:15], {"failures"}, {"new_error_code": lambda v: "yes" if v else ""})
-    return (f'<section id="failures"><h2>Failed API calls</h2>{intro}{bars}<h3>By error code</h3>{codes}'
+    return (f'<section id="failures"><h2>Failed API calls</h2>{intro}<div class="scroll">{bars}</div>'
+            f'<h3>By error code</h3>{codes}'
             f'<h3>Principals with denied calls</h3>{principals}'
             f'<h3>New kinds of failure (not seen since {esc(data["new_kinds_since"])})</h3>{new}</section>')
 
@@ -358,7 +468,7 @@ def spikes_section(data: dict[str, Any]) -> str:
             f'{_time(insight["end"])} UTC ({insight["duration_minutes"]} min): '
             f'<b>{insight["insight_average"]:.2f}</b> per minute against a baseline of '
             f'{insight["baseline_average"]:.4f} over {insight["baseline_duration"]:,} minutes; peak '
-            f'{insight["peak_minute_calls"]:,} in one minute.</p>{spike_svg(insight)}'
+            f'{insight["peak_minute_calls"]:,} in one minute.</p><div class="scroll">{spike_svg(insight)}</div>'
             f'<p class="muted">Top callers: <span class="mono">{who or "n/a"}</span></p></div>')
     parts.append("</section>")
     return "".join(parts)
@@ -370,7 +480,7 @@ def _finding_events(finding: dict[str, Any]) -> str:
                   finding["events"][:20], formats={"eventTime": _time, "eventID": _mono})
 
 
-def findings_section(data: dict[str, Any]) -> str:
+def findings_section(data: dict[str, Any], day: date | None = None, lake: str | None = None) -> str:
     """Critical and high findings one by one, opened; medium and low grouped per control, closed."""
     severity = data["by_severity"]
     chips = " ".join(f'<span class="badge" style="background:{SEVERITY_COLORS[s]}">{esc(s)} {severity[s]}</span>'
@@ -388,9 +498,10 @@ def findings_section(data: dict[str, Any]) -> str:
             for finding in items:
                 cis = f' · CIS {esc(finding["cis"]["v1.4-v5.0"])}' if finding.get("cis") else ""
                 parts.append(f'<details open><summary><b>{esc(finding["title"])}</b>{cis} · '
-                             f'{esc(finding["account"])} · {_mono(finding["principal"] or "")} · '
+                             f'<span class="account">{esc(finding["account"])}</span> · '
+                             f'{_mono(finding["principal"] or "")} · '
                              f'{finding["count"]} event(s)</summary><p>{esc(finding["why"])}</p>'
-                             f'{_finding_events(finding)}</details>')
+                             f'{_finding_events(finding)}{finding_query(finding, day, lake) if day else ""}</details>')
             continue
         by_control: dict[str, list[dict[str, Any]]] = {}
         for finding in items:
@@ -404,6 +515,8 @@ def findings_section(data: dict[str, Any]) -> str:
             table = _table([("account", "account"), ("principal", "principal"), ("count", "events"),
                             ("first_seen", "first"), ("last_seen", "last"), ("example", "example")],
                            rows, {"count"}, {"principal": _mono, "first_seen": _time, "last_seen": _time})
+            group_events = {"events": [e for f in group for e in f["events"]], "count": sum(f["count"] for f in group)}
+            table += finding_query(group_events, day, lake) if day else ""
             parts.append(f'<details><summary><b>{esc(title)}</b>{cis} · {len(group)} principal(s) · '
                          f'{sum(f["count"] for f in group):,} event(s)</summary><p class="muted">'
                          f'{esc(group[0]["why"].split(". Rule: ")[-1])}</p>{table}</details>')
@@ -416,10 +529,11 @@ def findings_section(data: dict[str, Any]) -> str:
 def integrity_section(data: dict[str, Any]) -> str:
     """Digest verification of the day's raw log files, when the report was given the source."""
     verdict = "all intact" if data["ok"] else f"{len(data['problems'])} problem(s)"
+    signatures = (f'{_num(data["signatures_valid"])} of {_num(data["signatures_checked"])} valid'
+                  if data["signatures_checked"] else "not checked (no CloudTrail public keys given)")
     parts = [f'<section><h2>Log file integrity (CloudTrail digests): {esc(verdict)}</h2><p>'
              f'{_num(data["digests"])} digests in {_num(data["chains"])} chains; {_num(data["log_files_valid"])} of '
-             f'{_num(data["log_files_listed"])} listed log files intact; signatures: '
-             f'{_num(data["signatures_valid"])} of {_num(data["signatures_checked"])} valid.</p>']
+             f'{_num(data["log_files_listed"])} listed log files intact; signatures: {signatures}.</p>']
     if data["problems"]:
         parts.append(_table([("kind", "problem"), ("key", "object"), ("detail", "detail")], data["problems"][:50]))
     parts.append("</section>")
@@ -428,7 +542,7 @@ def integrity_section(data: dict[str, Any]) -> str:
 
 def render_html(day: date, results: dict[str, dict[str, Any]], summary: Any) -> str:
     """The whole page; `results` maps report names to their data as `run_reports` returns it."""
-    sections = [activity_section(results)]
+    sections = [trend_section(results["summary"]), activity_section(results), breakdown_section(results["summary"])]
     if "top_callers" in results:
         sections.append(callers_section(results["top_callers"]))
     if "failed_calls" in results:
@@ -436,7 +550,7 @@ def render_html(day: date, results: dict[str, dict[str, Any]], summary: Any) -> 
     if "spikes" in results:
         sections.append(spikes_section(results["spikes"]))
     if "security" in results:
-        sections.append(findings_section(results["security"]))
+        sections.append(findings_section(results["security"], day, results["summary"].get("lake")))
     if "integrity" in results:
         sections.append(integrity_section(results["integrity"]))
     warnings = "".join(f"<li>{esc(w)}</li>" for w in getattr(summary, "warnings", []))
@@ -459,8 +573,10 @@ def render_html(day: date, results: dict[str, dict[str, Any]], summary: Any) -> 
 # --- Markdown --------------------------------------------------------------------------------------------
 
 
-def _md_cell(value: Any) -> str:
-    if isinstance(value, float):
+def _md_cell(value: Any, key: str = "") -> str:
+    if key.endswith("_rate") and isinstance(value, float):
+        text = _pct(value)  # as the HTML page shows rates
+    elif isinstance(value, float):
         text = f"{value:,.4f}".rstrip("0").rstrip(".")
     elif isinstance(value, int):
         text = f"{value:,}"
@@ -477,7 +593,7 @@ def _md_table(columns: list[tuple[str, str]], rows: list[dict[str, Any]]) -> lis
     if not rows:
         return ["_nothing on this day_", ""]
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_md_cell(row.get(key)) for key, _ in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(_md_cell(row.get(key), key) for key, _ in columns) + " |" for row in rows]
     return [*lines, ""]
 
 

@@ -132,8 +132,10 @@ class Insight:
         top = self.attributions.get("insight", {})
 
         def first(attribute: str) -> str | None:
+            """The top value; "null" (AWS's attribution value for calls without one) is no value in a table."""
             values = top.get(attribute) or []
-            return values[0]["value"] if values else None
+            value = values[0]["value"] if values else None
+            return None if value == "null" else value
 
         return {
             "insight_id": self.insight_id,
@@ -315,6 +317,16 @@ def _table(schema: pa.Schema, rows: Iterable[tuple[Any, ...]]) -> pa.Table:
                                 schema=schema)
 
 
+def _history_note(day: date, days: int, accounts: list[str], config: SpikeConfig) -> str:
+    """One line for every account with the same short history (a new lake has it for all of them)."""
+    which = f"account {accounts[0]}" if len(accounts) == 1 else f"{len(accounts)} accounts ({', '.join(accounts)})"
+    if days < config.min_history_days:
+        return (f"{which}: no data in the lake before {day}; spikes need at least {config.min_history_days} earlier "
+                "day(s), so none are reported")
+    return (f"{which}: only {days} day(s) of history before {day} (a full baseline is {config.baseline_days}); "
+            f"baselines average over {days * MINUTES_PER_DAY} minutes")
+
+
 def detect_spikes(lake: str | Storage, con: Engine, day: date,
                   config: SpikeConfig | None = None) -> SpikeResult:
     """Find the day's Insights-style spikes; `con` is an engine over `lake` (`query.engine.open_engine`)."""
@@ -334,19 +346,16 @@ def detect_spikes(lake: str | Storage, con: Engine, day: date,
         series[int((minute - midnight).total_seconds()) // 60] += calls
 
     first_days = account_history(lake, day, config.history_days)
-    notes: list[str] = []
     history: dict[str, dict[str, Any]] = {}
+    short: dict[int, list[str]] = {}
     for account in sorted({key[1] for key in counts}):
         first_day = first_days.get(account)
         days = (day - first_day).days if first_day else 0
         history[account] = {"first_day": first_day, "history_days": days,
                             "baseline_days": min(days, config.baseline_days)}
-        if days < config.min_history_days:
-            notes.append(f"account {account}: no data in the lake before {day}; spikes need at least "
-                         f"{config.min_history_days} earlier day(s), so none are reported for this account")
-        elif days < config.baseline_days:
-            notes.append(f"account {account}: only {days} day(s) of history before {day} (a full baseline is "
-                         f"{config.baseline_days}); baselines average over {days * MINUTES_PER_DAY} minutes")
+        if days < config.baseline_days:
+            short.setdefault(days, []).append(account)
+    notes = [_history_note(day, days, accounts, config) for days, accounts in sorted(short.items())]
 
     candidates = [key for key, series in counts.items()
                   if series.max() >= config.floor(key[0])

@@ -72,6 +72,34 @@ def delivery_time(name: str) -> datetime | None:
         return None
 
 
+def _child(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+def inside_awslogs_hint(url: str) -> str | None:
+    """What to pass instead when `url` points inside an archive (an account, region or date folder), else None.
+
+    >>> inside_awslogs_hint("s3://b/AWSLogs/111122223333/CloudTrail/us-east-1/2024/05/01")
+    '--source s3://b --account 111122223333 --region us-east-1 --date 2024-05-01'
+    """
+    parts = url.rstrip("/").split("/")
+    if "AWSLogs" not in parts[:-1]:
+        return None
+    at = len(parts) - 1 - parts[::-1].index("AWSLogs")
+    root = "/".join(parts[:at]) or "."
+    rest = parts[at + 1:]
+    if rest and ORG_ID.match(rest[0]):
+        rest = rest[1:]
+    hint = [f"--source {root}"]
+    if rest:
+        hint.append(f"--account {rest[0]}")
+    if len(rest) > 2:
+        hint.append(f"--region {rest[2]}")
+    if len(rest) > 5:
+        hint.append(f"--date {rest[3]}-{rest[4]}-{rest[5]}")
+    return " ".join(hint)
+
+
 def find_awslogs_roots(storage: Storage) -> list[str]:
     """Keys of every `AWSLogs` folder at the root or under a prefix of up to MAX_PREFIX_DEPTH levels."""
     if storage.root.rstrip("/").endswith("/AWSLogs") or storage.root == "AWSLogs":
@@ -82,7 +110,7 @@ def find_awslogs_roots(storage: Storage) -> list[str]:
         next_level = []
         for key in level:
             for name in storage.list_dirs(key):
-                child = f"{key}/{name}" if key else name
+                child = _child(key, name)
                 if name == "AWSLogs":
                     found.append(child)
                 else:
@@ -97,10 +125,10 @@ def _account_dirs(storage: Storage, awslogs: str) -> Iterator[tuple[str, str, st
     """(key, account, organization) of each account folder, looking inside organization folders."""
     for name in storage.list_dirs(awslogs):
         if ORG_ID.match(name):
-            for account in storage.list_dirs(f"{awslogs}/{name}"):
-                yield f"{awslogs}/{name}/{account}", account, name
+            for account in storage.list_dirs(_child(awslogs, name)):
+                yield f"{_child(awslogs, name)}/{account}", account, name
         else:
-            yield f"{awslogs}/{name}", name, None
+            yield _child(awslogs, name), name, None
 
 
 def _days(start: date, end: date) -> Iterator[date]:
@@ -148,7 +176,12 @@ def discover(
     wanted_accounts, wanted_regions = set(accounts), set(regions)
     found = Discovery([], [], [])
     kinds = {k.value: k for k in ObjectKind if k is not ObjectKind.OTHER}
-    for awslogs in find_awslogs_roots(storage):
+    roots = find_awslogs_roots(storage)
+    hint = inside_awslogs_hint(storage.url)
+    if hint:
+        raise UsageError(f"{storage.url} is inside a CloudTrail archive; give the folder that holds AWSLogs/ and "
+                         f"choose what to read with options: {hint}")
+    for awslogs in roots:
         for account_key, account, org in _account_dirs(storage, awslogs):
             if wanted_accounts and account not in wanted_accounts:
                 continue

@@ -2,11 +2,13 @@
 
 `TRAILSIGHT_S3_ENDPOINT` (or `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`) points S3 at another endpoint, e.g.
 MinIO or a local moto server; `AWS_ENDPOINT_URL` is also honoured by boto3 for every other service.
-Throttling and transient errors are retried by botocore's adaptive retry mode.
+Throttling and transient errors are retried by botocore's adaptive retry mode; the first retry of a process is
+logged (logger `trailsight`), so a slow store does not look like a hang.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import cache
 from typing import Any
@@ -14,7 +16,14 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-RETRY_CONFIG = Config(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=10, read_timeout=60)
+from trailsight.errors import StorageError
+
+MAX_ATTEMPTS = 8
+RETRY_CONFIG = Config(retries={"max_attempts": MAX_ATTEMPTS, "mode": "adaptive"}, connect_timeout=10,
+                      read_timeout=60)
+log = logging.getLogger("trailsight.aws")
+_retry_noted: set[str] = set()
+_have_credentials: set[bool] = set()
 
 
 def s3_endpoint() -> str | None:
@@ -26,13 +35,39 @@ def region_name() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
+def require_credentials(url: str) -> None:
+    """Fail in seconds, naming the fix, when the credential chain finds nothing.
+
+    Without this, S3 calls without credentials fail only after about 50 s of retries, and then with a DNS error.
+    """
+    if _have_credentials:
+        return
+    if boto3.session.Session().get_credentials() is None:
+        raise StorageError(f"no AWS credentials found for {url}: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+                           "AWS_SECRET_ACCESS_KEY, or run `aws configure`")
+    _have_credentials.add(True)
+
+
+def _note_retry(service: str, attempts: int = 1, response: Any = None, caught_exception: Any = None,
+                **_: Any) -> None:
+    """Say once per service that calls are being retried, and why; the retrying itself is botocore's."""
+    status = response[0].status_code if response else None
+    if service in _retry_noted or not (caught_exception or (status and (status >= 500 or status == 429))):
+        return
+    _retry_noted.add(service)
+    reason = f"{type(caught_exception).__name__}: {caught_exception}" if caught_exception else f"HTTP {status}"
+    log.warning("%s is not answering (%s); retrying, up to %s attempts per call", service, reason, MAX_ATTEMPTS)
+
+
 @cache
 def client(service: str, endpoint: str | None = None) -> Any:
     """A boto3 client; S3 uses the configured S3 endpoint unless one is given."""
     if service == "s3" and endpoint is None:
         endpoint = s3_endpoint()
-    return boto3.session.Session().client(service, region_name=region_name(), endpoint_url=endpoint,
+    made = boto3.session.Session().client(service, region_name=region_name(), endpoint_url=endpoint,
                                           config=RETRY_CONFIG)
+    made.meta.events.register_first("needs-retry", lambda **kwargs: _note_retry(service, **kwargs))
+    return made
 
 
 def split_s3_url(url: str) -> tuple[str, str]:

@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 from botocore.exceptions import ClientError
 
 from trailsight.errors import StorageError, TransientError, first_line
-from trailsight.storage.aws import client, region_name, s3_endpoint
+from trailsight.storage.aws import client, region_name, require_credentials, s3_endpoint
 
 # S3 answers a failed If-Match / If-None-Match / per-object ETag condition with one of these codes.
 CONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict", "412", "NoSuchKey", "404")
@@ -100,6 +100,7 @@ class Storage:
         text = str(url)
         self.url = text
         if text.startswith("s3://"):
+            require_credentials(text)
             self.fs: pafs.FileSystem = _s3_filesystem()
             self.root = text.removeprefix("s3://").rstrip("/")
             self.is_local = False
@@ -537,6 +538,17 @@ class Storage:
             if exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey", "NotFound"):
                 raise StorageError(f"no such object: s3://{bucket}/{object_key}") from exc
             raise storage_error(f"cannot read the metadata of s3://{bucket}/{object_key}", exc) from exc
+
+    def browser_url(self, key: str, expires_seconds: int = 7 * 24 * 3600, content_type: str | None = None) -> str:
+        """An address a browser can open: a presigned GET for S3 (7 days at most, as SigV4 allows), served
+        with `content_type` when given; a file:// URL for a local key."""
+        if self.is_local:
+            return Path(self.path(key)).as_uri()
+        bucket, _, object_key = self.path(key).partition("/")
+        params = {"Bucket": bucket, "Key": object_key}
+        if content_type:
+            params["ResponseContentType"] = content_type
+        return client("s3").generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
 
     def delete(self, key: str) -> None:
         if self.is_local:

@@ -44,6 +44,7 @@ from typing import Any
 
 import orjson
 
+from trailsight.errors import UsageError
 from trailsight.synth.delivery import _run_unit, _unit_tasks, _UnitResult
 from trailsight.synth.digests import _RsaDigestSigner, _write_digests
 from trailsight.synth.events import _world
@@ -98,6 +99,8 @@ def generate_archive(
     if workers < 1:
         raise ValueError("workers must be >= 1")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; the sample archive needs a folder (created if missing)")
     if end is None:
         end = datetime.now(UTC).date() - timedelta(days=1)
     day_list = [end - timedelta(days=days - 1 - i) for i in range(days)]
