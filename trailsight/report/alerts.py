@@ -19,10 +19,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from trailsight.errors import TrailsightError, UsageError
+from trailsight.report.severity import SEVERITY_RANK
 from trailsight.storage.aws import client
 from trailsight.storage.store import Storage, as_storage
 
-SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 LEDGER_PREFIX = "_trailsight/alerts"
 MAX_EVENTS_LISTED = 5
 

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import orjson
 
-from trailsight.errors import QueryError, UsageError, first_line
+from trailsight.errors import UsageError
 from trailsight.integrity.digests import verify_digests
 from trailsight.query.athena import AthenaConnection, AthenaSettings
 from trailsight.query.duckdb_engine import connect, use_derived
-from trailsight.query.sqlfiles import load_sql
+from trailsight.report.queries import Rows, run_report_sql
 from trailsight.storage.store import Storage, as_storage
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from trailsight.report.insights import SpikeConfig
 
 LakeLike = str | Path | Storage
-Rows = list[dict[str, Any]]
 DEFAULT_LIMIT = 50
 LIST_LIMIT = 20
 MESSAGE_LIMIT = 300
@@ -49,21 +48,7 @@ DENIED_FAMILIES = ("access_denied", "authentication")
 NOISE_FAMILIES = ("throttling", "not_found", "conflict", "dry_run")
 
 
-# --- running SQL files -----------------------------------------------------------------------------------
-
-
-def run_report_sql(con: duckdb.DuckDBPyConnection, name: str, **parameters: Any) -> Rows:
-    """Run `sql/<name>.sql` with exactly the parameters its header names, bound (never pasted)."""
-    query = load_sql(name)
-    wanted, given = set(query.parameters), set(parameters)
-    if wanted != given:
-        raise UsageError(f"{name}.sql takes parameters {sorted(wanted)}, got {sorted(given)}")
-    try:
-        cursor = con.execute(query.sql, {key: parameters[key] for key in query.parameters})
-        columns = [d[0] for d in cursor.description or []]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-    except duckdb.Error as exc:
-        raise QueryError(f"report query {name} failed: {first_line(exc)}") from exc
+# --- connections -------------------------------------------------------------------------------------
 
 
 @contextmanager

@@ -29,9 +29,10 @@ import duckdb
 import orjson
 
 from trailsight.lake.layout import lake_partitions
+from trailsight.query.duckdb_engine import use_derived
+from trailsight.report.queries import run_report_sql
+from trailsight.report.severity import SEVERITIES
 from trailsight.storage.store import Storage
-
-SEVERITIES = ("critical", "high", "medium", "low")
 
 
 @dataclass(frozen=True)
@@ -302,9 +303,6 @@ def _pattern_finding(control_id: str, account: str, principal: str | None, count
 def run_detections(lake: Storage, con: duckdb.DuckDBPyConnection, day: date,
                    config: DetectionConfig | None = None) -> DetectionResult:
     """Every control for one day, findings sorted by severity then time."""
-    from trailsight.query.duckdb_engine import use_derived
-    from trailsight.report.daily import run_report_sql
-
     config = config or DetectionConfig()
     notes: list[str] = []
     use_derived(con, lake, "security_flags", day, day)

@@ -12,6 +12,8 @@ import math
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from trailsight.report.severity import SEVERITIES
+
 SEVERITY_COLORS = {"critical": "#7f1d1d", "high": "#c2410c", "medium": "#b45309", "low": "#4b5563"}
 READ_COLOR, WRITE_COLOR, FAIL_COLOR, LINE_COLOR = "#93c5fd", "#2563eb", "#dc2626", "#111827"
 FAMILY_COLORS = {"access_denied": "#dc2626", "authentication": "#9f1239", "throttling": "#d97706",
@@ -374,11 +376,11 @@ def findings_section(data: dict[str, Any]) -> str:
     """Critical and high findings one by one, opened; medium and low grouped per control, closed."""
     severity = data["by_severity"]
     chips = " ".join(f'<span class="badge" style="background:{SEVERITY_COLORS[s]}">{esc(s)} {severity[s]}</span>'
-                     for s in SEVERITY_COLORS)
+                     for s in SEVERITIES)
     parts = [f'<section id="findings"><h2>Security findings</h2><p>{chips}</p>']
     for note in data["notes"]:
         parts.append(f'<p class="muted">{esc(note)}</p>')
-    for level in SEVERITY_COLORS:
+    for level in SEVERITIES:
         items = [f for f in data["findings"] if f["severity"] == level]
         if not items:
             continue

@@ -52,6 +52,7 @@ import pyarrow as pa
 
 from trailsight.lake.layout import lake_partitions
 from trailsight.query.duckdb_engine import use_derived
+from trailsight.report.queries import run_report_sql
 from trailsight.storage.store import Storage, as_storage
 
 CALL_RATE = "ApiCallRateInsight"
@@ -298,8 +299,6 @@ def account_history(lake: Storage, day: date, history_days: int) -> dict[str, da
 
 
 def _fetch(con: duckdb.DuckDBPyConnection, name: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
-    from trailsight.report.daily import run_report_sql
-
     return [tuple(row.values()) for row in run_report_sql(con, name, **parameters)]
 
 
