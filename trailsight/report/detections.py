@@ -29,6 +29,7 @@ import duckdb
 import orjson
 
 from trailsight.lake.layout import lake_partitions
+from trailsight.query.detection_library import DERIVED_NAME, Detection, load_library
 from trailsight.query.duckdb_engine import use_derived
 from trailsight.report.queries import run_report_sql
 from trailsight.report.severity import SEVERITIES
@@ -166,11 +167,14 @@ class Finding:
     why: str
     events: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    technique: str | None = None  # MITRE ATT&CK technique id, for library detections
+    tactic: str | None = None
 
     def row(self) -> dict[str, Any]:
         return {"severity": self.severity, "control": self.control, "title": self.title,
-                "cis": (self.cis or {}).get("v1.4-v5.0"), "account": self.account, "principal": self.principal,
-                "count": self.count, "first_seen": self.first_seen, "last_seen": self.last_seen, "why": self.why}
+                "cis": (self.cis or {}).get("v1.4-v5.0"), "technique": self.technique, "account": self.account,
+                "principal": self.principal, "count": self.count, "first_seen": self.first_seen,
+                "last_seen": self.last_seen, "why": self.why}
 
 
 @dataclass
@@ -192,6 +196,7 @@ class DetectionResult:
             "table": [f.row() for f in self.findings],
             "controls": [{"id": c.id, "title": c.title, "severity": c.severity, "cis": c.cis_numbers,
                           "rule": c.rule, "why": c.why} for c in CONTROLS],
+            "library": [d.describe() for d in load_library()],
         }
 
 
@@ -288,6 +293,54 @@ def findings_from_events(rows: list[dict[str, Any]], config: DetectionConfig) ->
     return findings
 
 
+# --- the detection library -----------------------------------------------------------------------------
+
+
+def _library_group_finding(detection: Detection, account: str, principal: str, matches: list[dict[str, Any]],
+                           config: DetectionConfig) -> Finding | None:
+    """A finding when the group's matching events reach the detection's threshold, else None."""
+    threshold = detection.threshold
+    details = sorted({str(r["detail"]) for r in matches if r.get("detail") is not None})
+    sources = sorted({r["sourceipaddress"] for r in matches if r.get("sourceipaddress")})
+    if (len(matches) < threshold.min_events or len(details) < threshold.min_distinct_details
+            or len(sources) < threshold.min_distinct_sources):
+        return None
+    names: dict[str, int] = {}
+    for row in matches:
+        names[row["eventname"]] = names.get(row["eventname"], 0) + 1
+    calls = ", ".join(f"{name} x{n}" if n > 1 else name for name, n in sorted(names.items()))
+    why = f"{detection.title}: {calls} by {principal}"
+    if details:
+        why += f" ({len(details)} distinct: {', '.join(details[:5])}{', ...' if len(details) > 5 else ''})"
+    if threshold.min_distinct_sources > 1:
+        why += f" from {len(sources)} addresses: {', '.join(sources[:5])}"
+    why += f". Rule: library detection {detection.id} (ATT&CK {detection.technique}, {detection.tactic})."
+    return Finding(
+        detection.id, detection.title, detection.severity, None, account, principal, len(matches),
+        min(r["eventtime"] for r in matches), max(r["eventtime"] for r in matches), why,
+        [_event_summary(r, f"{r['eventname']}{': ' + str(r['detail']) if r.get('detail') else ''}")
+         for r in matches[: config.max_events_per_finding]],
+        {"distinct": details[:20], "distinct_count": len(details), "source_ips": sources[:20],
+         "references": list(detection.references)},
+        technique=detection.technique, tactic=detection.tactic)
+
+
+def library_findings(rows: list[dict[str, Any]], config: DetectionConfig) -> list[Finding]:
+    """One finding per library detection, account and principal (per detail value where the detection says so)."""
+    findings = []
+    for detection in load_library():
+        groups: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
+        for row in rows:
+            if row[detection.column]:
+                part = row.get("detail") if detection.threshold.per_detail else None
+                groups.setdefault((row["account"], row["principal"], part), []).append(row)
+        for (account, principal, _), matches in groups.items():
+            finding = _library_group_finding(detection, account, principal, matches, config)
+            if finding is not None:
+                findings.append(finding)
+    return findings
+
+
 # --- pattern controls ------------------------------------------------------------------------------------
 
 
@@ -308,6 +361,8 @@ def run_detections(lake: Storage, con: duckdb.DuckDBPyConnection, day: date,
     use_derived(con, lake, "security_flags", day, day)
     rows = run_report_sql(con, "security_events", day=day)
     findings = findings_from_events(rows, config)
+    use_derived(con, lake, DERIVED_NAME, day, day)
+    findings += library_findings(run_report_sql(con, "detection_events_day", day=day), config)
     # The pattern queries count; their events are rows already read by security_events (the same predicates).
     denied: dict[tuple[str, str], list[dict[str, Any]]] = {}
     failed_logins: dict[str, list[dict[str, Any]]] = {}
