@@ -302,8 +302,9 @@ def _library_group_finding(detection: Detection, account: str, principal: str, m
     threshold = detection.threshold
     details = sorted({str(r["detail"]) for r in matches if r.get("detail") is not None})
     sources = sorted({r["sourceipaddress"] for r in matches if r.get("sourceipaddress")})
-    if (len(matches) < threshold.min_events or len(details) < threshold.min_distinct_details
-            or len(sources) < threshold.min_distinct_sources):
+    if (len(matches) < threshold.min_events
+            or (threshold.min_distinct_details > 1 and len(details) < threshold.min_distinct_details)
+            or (threshold.min_distinct_sources > 1 and len(sources) < threshold.min_distinct_sources)):
         return None
     names: dict[str, int] = {}
     for row in matches:
