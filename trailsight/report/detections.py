@@ -15,8 +15,10 @@ Deliberate choices, each tested with events that must fire and near-misses that 
 - CIS change controls match attempts whether or not they succeeded, as the metric filters do; the extras
   that claim a state changed (world-open security group, monitoring disabled, credentials for another user,
   console sign-in without MFA) only match successful calls.
-- A ConsoleLogin without error code or message is a success: it avoids reading responseElements, by far the
-  largest column of the lake.
+- A ConsoleLogin is a failure when it has an error code or message, or responseElements.ConsoleLogin says
+  Failure (some failures carry no errorMessage); responseElements is read for ConsoleLogin events only.
+- Password spraying counts each failure with a hidden user name (CloudTrail hides names that do not exist) as
+  a name of its own.
 """
 
 from __future__ import annotations
@@ -248,7 +250,8 @@ def event_detail(control: Control, row: dict[str, Any]) -> str:
     if control.id == "credentials-for-another-user":
         return f"{name} for user {(parameters or {}).get('userName')}"
     if control.id in ("console-login-without-mfa", "cis-4.2"):
-        outcome = "failed" if row.get("errormessage") or row.get("errorcode") else "succeeded"
+        failed = row.get("errormessage") or row.get("errorcode") or row.get("login_result") == "Failure"
+        outcome = "failed" if failed else "succeeded"
         return f"ConsoleLogin {outcome}, MFAUsed={row.get('mfa_used') or 'absent'}"
     detail = f"{row['eventsource'].split('.')[0]}:{name}"
     if row.get("errorcode"):
@@ -371,7 +374,7 @@ def run_detections(lake: Storage, con: duckdb.DuckDBPyConnection, day: date,
         if row["cis_4_1"]:
             denied.setdefault((row["account"], row["principal"]), []).append(
                 _event_summary(row, f"{row['eventname']} denied: {row['errorcode']}"))
-        if row["cis_4_6"]:
+        if row["console_login_failed"]:
             failed_logins.setdefault(row["account"], []).append(
                 _event_summary(row, f"failed sign-in as {row['user_name'] or row['principal']}"))
 
@@ -390,8 +393,9 @@ def run_detections(lake: Storage, con: duckdb.DuckDBPyConnection, day: date,
         events = [e for e in failed_logins.get(row["account"], []) if e["sourceIPAddress"] == row["source_ip"]]
         findings.append(_pattern_finding(
             "password-spraying", row["account"], None, row["failures"], row,
-            f"{row['failures']} failed console sign-ins for {row['user_names']} user names in account "
-            f"{row['account']} from {row['source_ip']}",
+            f"{row['failures']} failed console sign-ins for {row['user_names']} user names "
+            f"({row['hidden_names']} hidden by CloudTrail as non-existent) in account {row['account']} "
+            f"from {row['source_ip']}",
             {"user_names": users, "source_ip": row["source_ip"]}, events, config))
 
     used = lake_partitions(lake, start=day - timedelta(days=config.new_region_history_days), end=day)
