@@ -35,6 +35,7 @@ from trailsight.query.detection_library import DERIVED_NAME, Detection, load_lib
 from trailsight.query.duckdb_engine import use_derived
 from trailsight.report.queries import run_report_sql
 from trailsight.report.severity import SEVERITIES
+from trailsight.report.triage import History, Key, apply_suppressions, key_of, load_suppressions, triage
 from trailsight.storage.store import Storage
 
 
@@ -151,6 +152,8 @@ class DetectionConfig:
     spraying_min_users: int = 5
     new_region_history_days: int = 90
     max_events_per_finding: int = 50
+    routine_history_days: int = 7  # a finding is new when it did not fire in these days before
+    suppression_file: str | None = None
 
 
 @dataclass
@@ -171,12 +174,16 @@ class Finding:
     details: dict[str, Any] = field(default_factory=dict)
     technique: str | None = None  # MITRE ATT&CK technique id, for library detections
     tactic: str | None = None
+    new: bool | None = None  # did not fire for this account and principal in the history days (see triage)
+    magnitude: dict[str, Any] = field(default_factory=dict)
+    base_severity: str | None = None  # before the magnitude raised it
 
     def row(self) -> dict[str, Any]:
-        return {"severity": self.severity, "control": self.control, "title": self.title,
+        return {"severity": self.severity, "new": self.new, "control": self.control, "title": self.title,
                 "cis": (self.cis or {}).get("v1.4-v5.0"), "technique": self.technique, "account": self.account,
                 "principal": self.principal, "count": self.count, "first_seen": self.first_seen,
-                "last_seen": self.last_seen, "why": self.why}
+                "last_seen": self.last_seen, "usual_per_day": self.magnitude.get("usual_per_day"),
+                "why": self.why}
 
 
 @dataclass
@@ -184,17 +191,26 @@ class DetectionResult:
     day: date
     findings: list[Finding]
     notes: list[str]
+    suppressed: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def by_severity(self) -> dict[str, int]:
         return {s: sum(1 for f in self.findings if f.severity == s) for s in SEVERITIES}
 
+    @property
+    def new_by_severity(self) -> dict[str, int]:
+        return {s: sum(1 for f in self.findings if f.severity == s and f.new) for s in SEVERITIES}
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "day": self.day,
             "by_severity": self.by_severity,
+            "new_by_severity": self.new_by_severity,
             "notes": self.notes,
-            "findings": [{**f.row(), "cis": f.cis, "details": f.details, "events": f.events} for f in self.findings],
+            "findings": [{**f.row(), "cis": f.cis, "tactic": f.tactic, "base_severity": f.base_severity,
+                          "magnitude": f.magnitude, "details": f.details, "events": f.events}
+                         for f in self.findings],
+            "suppressed": self.suppressed,
             "table": [f.row() for f in self.findings],
             "controls": [{"id": c.id, "title": c.title, "severity": c.severity, "cis": c.cis_numbers,
                           "rule": c.rule, "why": c.why} for c in CONTROLS],
@@ -361,11 +377,13 @@ def run_detections(lake: Storage, con: duckdb.DuckDBPyConnection, day: date,
                    config: DetectionConfig | None = None) -> DetectionResult:
     """Every control for one day, findings sorted by severity then time."""
     config = config or DetectionConfig()
+    suppressions = load_suppressions(config.suppression_file) if config.suppression_file else []
     notes: list[str] = []
-    use_derived(con, lake, "security_flags", day, day)
+    since = day - timedelta(days=config.routine_history_days)
+    use_derived(con, lake, "security_flags", since, day)
+    use_derived(con, lake, DERIVED_NAME, since, day)
     rows = run_report_sql(con, "security_events", day=day)
     findings = findings_from_events(rows, config)
-    use_derived(con, lake, DERIVED_NAME, day, day)
     findings += library_findings(run_report_sql(con, "detection_events_day", day=day), config)
     # The pattern queries count; their events are rows already read by security_events (the same predicates).
     denied: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -425,6 +443,64 @@ def run_detections(lake: Storage, con: duckdb.DuckDBPyConnection, day: date,
     if not accounts_seen:
         notes.append(f"no earlier days in the lake: first activity in a region cannot be judged for {day}")
 
+    history_days = len({d for _, d, _, _ in used if since <= d < day})
+    history = routine_history(run_report_sql(con, "security_events_history", since=since, day=day),
+                              run_report_sql(con, "detection_events_history", since=since, day=day),
+                              config, history_days)
+    if history_days < config.routine_history_days:
+        notes.append(f"the lake holds {history_days} of the {config.routine_history_days} days before {day}: "
+                     "findings are marked new against that shorter history")
+    triage(findings, history)
+    findings, suppressed, expired = apply_suppressions(findings, suppressions, day)
+    notes += expired
     order = {s: i for i, s in enumerate(SEVERITIES)}
-    findings.sort(key=lambda f: (order[f.severity], f.first_seen, f.control, f.account, f.principal or ""))
-    return DetectionResult(day, findings, notes)
+    findings.sort(key=lambda f: (order[f.severity], not f.new, -f.magnitude["ratio"], f.first_seen, f.control,
+                                 f.account, f.principal or ""))
+    return DetectionResult(day, findings, notes, suppressed)
+
+
+def routine_history(flag_rows: list[dict[str, Any]], library_rows: list[dict[str, Any]], config: DetectionConfig,
+                    history_days: int) -> History:
+    """Which detections fired for which account and principal on the days before, and their matching events.
+
+    Per-event controls fire on any matching event; library detections are judged per day with their thresholds;
+    the pattern controls are approximated from their flags (an access-denied burst from denials on at least
+    `access_denied_min_apis` APIs, spraying from failed sign-ins for `spraying_min_users` names from one source).
+    """
+    fired: set[Key] = set()
+    events: dict[Key, int] = {}
+
+    def count(key: Key) -> None:
+        events[key] = events.get(key, 0) + 1
+
+    denied_apis: dict[tuple[date, str, str], set[str]] = {}
+    sprayed: dict[tuple[date, str, str], set[str]] = {}
+    for row in flag_rows:
+        for control in CONTROLS:
+            if control.column and row.get(control.column):
+                key = (control.id, row["account"], row["principal"])
+                fired.add(key)
+                count(key)
+        if row["cis_4_1"]:
+            denied_apis.setdefault((row["event_date"], row["account"], row["principal"]), set()).add(
+                f"{row['eventsource']}:{row['eventname']}")
+            count(("access-denied-burst", row["account"], row["principal"]))
+        if row["console_login_failed"]:
+            name = row["user_name"] or row["principal_id"] or "unknown"
+            hidden = name == "HIDDEN_DUE_TO_SECURITY_REASONS"
+            sprayed.setdefault((row["event_date"], row["account"], row["sourceipaddress"] or "unknown"), set()).add(
+                f"{name}#{row['eventid']}" if hidden else name)
+            count(("password-spraying", row["account"], None))
+    fired |= {("access-denied-burst", account, principal) for (_, account, principal), apis in denied_apis.items()
+              if len(apis) >= config.access_denied_min_apis}
+    fired |= {("password-spraying", account, None) for (_, account, _), names in sprayed.items()
+              if len(names) >= config.spraying_min_users}
+    by_day: dict[date, list[dict[str, Any]]] = {}
+    for row in library_rows:
+        by_day.setdefault(row["event_date"], []).append(row)
+        for detection in load_library():
+            if row[detection.column]:
+                count((detection.id, row["account"], row["principal"]))
+    for day_rows in by_day.values():
+        fired |= {key_of(f) for f in library_findings(day_rows, config)}
+    return History(frozenset(fired), events, history_days, config.routine_history_days)
