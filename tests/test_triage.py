@@ -120,3 +120,35 @@ def test_bad_suppression_file_is_a_clear_error(tmp_path: Path, text: str, messag
     path.write_text(text)
     with pytest.raises(UsageError, match=message):
         load_suppressions(path)
+
+
+def _finding(control: str, severity: str, new: bool, ratio: float) -> dict[str, Any]:
+    return {"control": control, "title": control, "severity": severity, "account": "111122223333",
+            "principal": "arn:aws:iam::111122223333:user/x", "count": 3, "why": "because", "events": [],
+            "new": new, "magnitude": {"ratio": ratio, "usual_per_day": 1.0}, "cis": None, "technique": "T1098",
+            "first_seen": None, "last_seen": None}
+
+
+def test_alerts_lead_with_new_findings_then_severity_and_magnitude() -> None:
+    from trailsight.report.alerts import alerts_from_findings
+
+    findings = [_finding("routine-critical", "critical", False, 1), _finding("new-high", "high", True, 1),
+                _finding("new-critical", "critical", True, 1), _finding("routine-high-big", "high", False, 50)]
+    alerts = alerts_from_findings(DAY, findings)
+    assert [a.attributes["control"] for a in alerts] == ["new-critical", "new-high", "routine-critical",
+                                                         "routine-high-big"]
+    assert alerts[0].subject.startswith("[trailsight] NEW CRITICAL") and alerts[0].attributes["new"] == "true"
+    assert "50 times the principal's usual" in alerts[3].message
+
+
+def test_html_page_leads_with_new_and_high_magnitude_findings() -> None:
+    from trailsight.report.html import findings_section
+
+    findings = [_finding("routine-high", "high", False, 1), _finding("new-high", "high", True, 1),
+                _finding("routine-medium-big", "medium", False, 40), _finding("new-low", "low", True, 1)]
+    page = findings_section({"by_severity": {"critical": 0, "high": 2, "medium": 1, "low": 1},
+                             "new_by_severity": {"critical": 0, "high": 1, "medium": 0, "low": 1},
+                             "notes": [], "findings": findings, "suppressed": []})
+    attention, rest = page.split("Needs attention: 2 new or far above usual")[1].split('<h3><span class="badge"', 1)
+    assert "new-high" in attention and "routine-medium-big" in attention and "40x the usual" in attention
+    assert "routine-high" not in attention and "new-low" not in attention and "routine-high" in rest

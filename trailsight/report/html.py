@@ -372,27 +372,59 @@ def _finding_events(finding: dict[str, Any]) -> str:
                   finding["events"][:20], formats={"eventTime": _time, "eventID": _mono})
 
 
+def _needs_attention(finding: dict[str, Any]) -> bool:
+    """New and high or critical, or far above the principal's own history (see trailsight.report.triage)."""
+    return bool((finding.get("new") and finding["severity"] in ("critical", "high"))
+                or (finding.get("magnitude") or {}).get("ratio", 0) >= 10)
+
+
+def _finding_labels(finding: dict[str, Any]) -> str:
+    labels = []
+    if finding.get("cis"):
+        labels.append(f'CIS {esc(finding["cis"]["v1.4-v5.0"])}')
+    if finding.get("technique"):
+        labels.append(f'ATT&amp;CK {esc(finding["technique"])}')
+    labels.append("<b>new</b>" if finding.get("new") else "routine")
+    magnitude = finding.get("magnitude") or {}
+    if magnitude.get("ratio", 0) >= 10:
+        labels.append(f'{magnitude["ratio"]:,.0f}x the usual {magnitude["usual_per_day"]:g}/day')
+    return " · ".join(labels)
+
+
+def _finding_detail(finding: dict[str, Any], opened: bool) -> str:
+    level = finding["severity"]
+    return (f'<details{" open" if opened else ""}><summary><span class="badge" '
+            f'style="background:{SEVERITY_COLORS[level]}">{esc(level)}</span> <b>{esc(finding["title"])}</b> · '
+            f'{_finding_labels(finding)} · {esc(finding["account"])} · {_mono(finding["principal"] or "")} · '
+            f'{finding["count"]} event(s)</summary><p>{esc(finding["why"])}</p>{_finding_events(finding)}</details>')
+
+
 def findings_section(data: dict[str, Any]) -> str:
-    """Critical and high findings one by one, opened; medium and low grouped per control, closed."""
+    """New and high-magnitude findings first, opened; then the rest: critical and high one by one, medium and
+    low grouped per control, closed; suppressed findings last, with their reason."""
     severity = data["by_severity"]
     chips = " ".join(f'<span class="badge" style="background:{SEVERITY_COLORS[s]}">{esc(s)} {severity[s]}</span>'
                      for s in SEVERITIES)
+    new = data.get("new_by_severity") or {}
     parts = [f'<section id="findings"><h2>Security findings</h2><p>{chips}</p>']
+    if new:
+        parts.append(f'<p class="muted">New (not seen for the account and principal in the week before): '
+                     f'{", ".join(f"{n} {s}" for s, n in new.items())}.</p>')
     for note in data["notes"]:
         parts.append(f'<p class="muted">{esc(note)}</p>')
+    attention = [f for f in data["findings"] if _needs_attention(f)]
+    if attention:
+        parts.append(f'<h3>Needs attention: {len(attention)} new or far above usual</h3>')
+        parts += [_finding_detail(f, opened=True) for f in attention]
+    rest = [f for f in data["findings"] if not _needs_attention(f)]
     for level in SEVERITIES:
-        items = [f for f in data["findings"] if f["severity"] == level]
+        items = [f for f in rest if f["severity"] == level]
         if not items:
             continue
         parts.append(f'<h3><span class="badge" style="background:{SEVERITY_COLORS[level]}">{esc(level)}</span> '
                      f'{len(items)} finding(s)</h3>')
         if level in ("critical", "high"):
-            for finding in items:
-                cis = f' · CIS {esc(finding["cis"]["v1.4-v5.0"])}' if finding.get("cis") else ""
-                parts.append(f'<details open><summary><b>{esc(finding["title"])}</b>{cis} · '
-                             f'{esc(finding["account"])} · {_mono(finding["principal"] or "")} · '
-                             f'{finding["count"]} event(s)</summary><p>{esc(finding["why"])}</p>'
-                             f'{_finding_events(finding)}</details>')
+            parts += [_finding_detail(f, opened=False) for f in items]
             continue
         by_control: dict[str, list[dict[str, Any]]] = {}
         for finding in items:
@@ -400,17 +432,24 @@ def findings_section(data: dict[str, Any]) -> str:
         for title, group in sorted(by_control.items(), key=lambda kv: -sum(f["count"] for f in kv[1])):
             cis = f' · CIS {esc(group[0]["cis"]["v1.4-v5.0"])}' if group[0].get("cis") else ""
             rows = [{"account": f["account"], "principal": f["principal"], "count": f["count"],
+                     "new": "new" if f.get("new") else "routine",
                      "first_seen": f["first_seen"], "last_seen": f["last_seen"],
                      "example": f["events"][0]["detail"] if f["events"] and "detail" in f["events"][0] else ""}
                     for f in sorted(group, key=lambda f: -f["count"])]
             table = _table([("account", "account"), ("principal", "principal"), ("count", "events"),
-                            ("first_seen", "first"), ("last_seen", "last"), ("example", "example")],
+                            ("new", "new?"), ("first_seen", "first"), ("last_seen", "last"),
+                            ("example", "example")],
                            rows, {"count"}, {"principal": _mono, "first_seen": _time, "last_seen": _time})
             parts.append(f'<details><summary><b>{esc(title)}</b>{cis} · {len(group)} principal(s) · '
                          f'{sum(f["count"] for f in group):,} event(s)</summary><p class="muted">'
                          f'{esc(group[0]["why"].split(". Rule: ")[-1])}</p>{table}</details>')
     if not data["findings"]:
         parts.append('<p class="muted">No finding on this day.</p>')
+    if data.get("suppressed"):
+        table = _table([("control", "detection"), ("account", "account"), ("principal", "principal"),
+                        ("count", "events"), ("reason", "reason"), ("expires", "until")],
+                       data["suppressed"], {"count"}, {"principal": _mono})
+        parts.append(f'<details><summary>{len(data["suppressed"])} suppressed finding(s)</summary>{table}</details>')
     parts.append("</section>")
     return "".join(parts)
 
