@@ -24,6 +24,7 @@ from trailsight.lake import layout  # noqa: E402
 from trailsight.query.athena import AthenaSettings  # noqa: E402
 from trailsight.report import alerts  # noqa: E402
 from trailsight.report import daily as reports  # noqa: E402
+from trailsight.report.detections import DetectionConfig  # noqa: E402
 from trailsight.retention import archive  # noqa: E402
 from trailsight.retention import policy as retention  # noqa: E402
 
@@ -54,9 +55,11 @@ def ingest_days(source: str, lake_url: str, start: date, end: date, late_hours: 
 
 @task(**RETRY)
 def report_day(lake_url: str, day: date, report_dir: str, athena_settings: AthenaSettings | None = None,
-               source: str | None = None, public_keys: str | None = None) -> dict[str, Any]:
+               source: str | None = None, public_keys: str | None = None,
+               suppressions: str | None = None) -> dict[str, Any]:
+    detection = DetectionConfig(suppression_file=suppressions) if suppressions else None
     summary = reports.write_daily_report(lake_url, day, report_dir, athena=athena_settings, source=source,
-                                         public_keys=public_keys)
+                                         public_keys=public_keys, detection=detection)
     if summary.integrity_ok is False:
         get_run_logger().warning("digest verification found problems; see %s/integrity.json", report_dir)
     for warning in summary.warnings:
@@ -144,14 +147,16 @@ def daily(
     athena_output: str | None = None,
     verify_digests: bool = True,
     public_keys: str | None = None,
+    suppressions: str | None = None,
 ) -> dict[str, Any]:
     """Ingest `day` (default: yesterday, UTC) with its late events, write its reports, send its alerts; with a
-    retention policy, then archive the raw files delivered `keep_as_delivered_days` before `day`."""
+    retention policy, then archive the raw files delivered `keep_as_delivered_days` before `day`. `suppressions`
+    is a suppression file for the security findings (see trailsight.report.triage)."""
     day = day or yesterday()
     report_dir = str(Path(report_root) / day.isoformat())
     ingest = ingest_days(source, lake_url, day, day, late_hours)
     report = report_day(lake_url, day, report_dir, _athena(engine, athena_database, athena_workgroup, athena_output),
-                        source if verify_digests else None, public_keys)
+                        source if verify_digests else None, public_keys, suppressions)
     sent = alert_day(lake_url, day, report_dir, alert_min_severity, sns_topic_arn, webhook_url)
     publish_artifacts(day, ingest, report, report_dir)
     summary = {"day": day.isoformat(), "ingest": ingest, "report": report, "alerts": sent}

@@ -152,3 +152,20 @@ def test_html_page_leads_with_new_and_high_magnitude_findings() -> None:
     attention, rest = page.split("Needs attention: 2 new or far above usual")[1].split('<h3><span class="badge"', 1)
     assert "new-high" in attention and "routine-medium-big" in attention and "40x the usual" in attention
     assert "routine-high" not in attention and "new-low" not in attention and "routine-high" in rest
+
+
+def test_report_command_applies_the_suppression_file(lake: Storage, tmp_path: Path) -> None:
+    import orjson
+    from typer.testing import CliRunner
+
+    from trailsight.cli.main import app
+
+    rules = tmp_path / "suppress.yaml"
+    rules.write_text("- {detection: cis-4.6, principal: '*:user/clumsy', reason: training, expires: 2099-01-01}\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["report", "--lake", str(lake.root), "--date", str(DAY), "--out", str(out),
+                                      "--reports", "security", "--suppress", str(rules)])
+    assert result.exit_code == 0, result.output
+    security = orjson.loads((out / "security.json").read_bytes())
+    assert [s["reason"] for s in security["suppressed"]] == ["training"]
+    assert all("new" in f for f in security["findings"]) and "new_by_severity" in security

@@ -39,6 +39,8 @@ def report(
     source: Annotated[str | None, typer.Option("--source", help="The raw archive: also verify the day's log "
                                                "files against CloudTrail's digests (integrity.json).")] = None,
     public_keys: PublicKeysOption = None,
+    suppress: Annotated[Path | None, typer.Option("--suppress", help="Suppression file (YAML list of detection, "
+                                                   "principal pattern, account, reason, expires).")] = None,
 ) -> None:
     """Write the daily reports for one day: JSON and CSV per report, insights.json, Markdown and HTML.
 
@@ -48,18 +50,21 @@ def report(
     Example: trailsight report --lake ./lake --date 2024-05-01 --out ./reports/2024-05-01
     """
     from trailsight.report.daily import write_daily_report
+    from trailsight.report.detections import DetectionConfig
 
     parsed = parse_day(day, "--date")
     target = out_dir or Path("reports") / parsed.isoformat()
     settings = athena.AthenaSettings(database, workgroup, output_location) if engine is Engine.athena else None
-    summary = write_daily_report(lake, parsed, target, names, athena=settings, source=source, public_keys=public_keys)
+    detection = DetectionConfig(suppression_file=str(suppress)) if suppress else None
+    summary = write_daily_report(lake, parsed, target, names, athena=settings, source=source, public_keys=public_keys,
+                                 detection=detection)
     if settings:
         err.print(f"Athena: {summary.engine['queries']} queries, {summary.engine['bytes_scanned']:,} bytes scanned, "
                   f"about ${summary.engine['cost_usd']:.6f} at ${summary.engine['usd_per_tb']}/TB")
     for warning in summary.warnings:
         err.print(f"warning: {warning}")
     out.print(f"{parsed}: {summary.events:,} events, {summary.failed:,} failed calls, {summary.spikes} spikes, "
-              f"findings {summary.findings}")
+              f"findings {summary.findings} (new: {summary.new_findings})")
     out.print(f"wrote {len(summary.files)} files to {target} (open {target / 'report.html'})")
 
 

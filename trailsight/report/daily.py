@@ -291,6 +291,7 @@ class ReportSummary:
     failed: int = 0
     spikes: int = 0
     findings: dict[str, int] = field(default_factory=dict)
+    new_findings: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     engine: dict[str, Any] = field(default_factory=dict)
     integrity_ok: bool | None = None
@@ -300,8 +301,10 @@ class ReportSummary:
 
 
 def run_reports(lake: LakeLike, day: date | str, reports: str | list[str] | None = None,
-                con: duckdb.DuckDBPyConnection | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
-    """Run the selected reports on one connection; returns their data and the seconds each took."""
+                con: duckdb.DuckDBPyConnection | None = None, detection: DetectionConfig | None = None
+                ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Run the selected reports on one connection; returns their data and the seconds each took. `detection`
+    configures the security report (thresholds, suppression file)."""
     day = as_day(day)
     storage = as_storage(lake)
     results: dict[str, dict[str, Any]] = {}
@@ -310,14 +313,16 @@ def run_reports(lake: LakeLike, day: date | str, reports: str | list[str] | None
         for name in select_reports(reports):
             started = time.perf_counter()
             function = REPORTS[name]
-            results[name] = function(storage, day, con=c)
+            options = {"config": detection} if name == "security" and detection else {}
+            results[name] = function(storage, day, con=c, **options)
             seconds[name] = round(time.perf_counter() - started, 3)
     return results, seconds
 
 
 def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
                        reports: str | list[str] | None = None, athena: AthenaSettings | None = None,
-                       source: LakeLike | None = None, public_keys: str | Path | None = None) -> ReportSummary:
+                       source: LakeLike | None = None, public_keys: str | Path | None = None,
+                       detection: DetectionConfig | None = None) -> ReportSummary:
     """Run the reports for one UTC day and write JSON, CSV, insights.json, report.md and report.html.
 
     With `athena` settings the same SQL files run on Athena instead of DuckDB; the bytes scanned and their cost
@@ -330,7 +335,8 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     athena_connection = AthenaConnection(athena) if athena else None
-    results, seconds = run_reports(lake, day, reports, con=athena_connection)  # type: ignore[arg-type]
+    results, seconds = run_reports(lake, day, reports, con=athena_connection,  # type: ignore[arg-type]
+                                   detection=detection)
     summary = ReportSummary(day, out, list(results), seconds=seconds)
     summary.engine = athena_connection.stats() if athena_connection else {"engine": "duckdb"}
     results["summary"]["engine"] = summary.engine
@@ -348,6 +354,8 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
         summary.warnings += results["spikes"]["notes"]
     if "security" in results:
         summary.findings = results["security"]["by_severity"]
+        summary.new_findings = results["security"]["new_by_severity"]
+        summary.warnings += results["security"]["notes"]
 
     def write(name: str, data: bytes | str) -> None:
         path = out / name
