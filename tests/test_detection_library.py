@@ -52,6 +52,8 @@ def identity(kind: str, account: str) -> dict[str, Any]:
         return root(account)
     if kind == "root-invoked":
         return root(account, invoked_by="signin.amazonaws.com")
+    if kind == "root-autoscaling":
+        return root(account, invoked_by="autoscaling.amazonaws.com")
     if kind == "instance":
         return assumed_role("web-instance-role", "i-0123456789abcdef0", account)
     return iam_user(f"user-{account}", account)
