@@ -39,7 +39,7 @@ ACCOUNTS = case_accounts()
 
 def fill(value: Any, n: int, account: str) -> Any:
     if isinstance(value, str):
-        return value.replace("{n}", str(n)).replace("{account}", account)
+        return value.replace("{n}", str(n)).replace("{half}", str(n // 2)).replace("{account}", account)
     if isinstance(value, dict):
         return {k: fill(v, n, account) for k, v in value.items()}
     if isinstance(value, list):
@@ -56,6 +56,11 @@ def identity(kind: str, account: str) -> dict[str, Any]:
         return root(account, invoked_by="autoscaling.amazonaws.com")
     if kind == "instance":
         return assumed_role("web-instance-role", "i-0123456789abcdef0", account)
+    if kind == "service-linked":
+        identity = assumed_role("AWSServiceRoleForConfig", "config-session", account)
+        identity["sessionContext"]["sessionIssuer"]["arn"] = (
+            f"arn:aws:iam::{account}:role/aws-service-role/config.amazonaws.com/AWSServiceRoleForConfig")
+        return identity
     return iam_user(f"user-{account}", account)
 
 
@@ -74,6 +79,8 @@ def case_events(case: dict[str, Any], account: str) -> list[dict[str, Any]]:
         fields = fill({k: v for k, v in case.items() if k not in CASE_KEYS}, n, account)
         when = datetime(DAY.year, DAY.month, DAY.day, 9, tzinfo=UTC) + timedelta(minutes=n)
         who = identity(case.get("identity", "user"), account)
+        if case.get("identity") == "instance-pair":  # two instances of one role, each on its own address
+            who = assumed_role("web-instance-role", f"i-0123456789abcdef{n % 2}", account)
         if "login" in case:
             events.append(login(when, case["login"], who, account, **fields))
             continue

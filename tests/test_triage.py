@@ -67,7 +67,8 @@ def finding(result: DetectionResult, control: str, user: str) -> Any:
 
 def test_finding_is_new_only_when_it_did_not_fire_for_the_principal_in_the_week_before(
         result: DetectionResult) -> None:
-    assert finding(result, "iam-role-trust-policy-updated", "/pipeline").new is False
+    routine = finding(result, "iam-role-trust-policy-updated", "/pipeline")
+    assert routine.new is False and routine.base_severity == "medium" and routine.severity == "low"
     assert finding(result, "iam-role-trust-policy-updated", "/mallory").new is True
     assert finding(result, "iam-role-trust-policy-updated", "/returning").new is True
 

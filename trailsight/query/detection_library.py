@@ -31,7 +31,7 @@ TECHNIQUE = re.compile(r"^T\d{4}(\.\d{3})?$")
 QUOTED = re.compile(r"'[^']*'")
 IDENTIFIER = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 REQUIRED = ("id", "title", "technique", "tactic", "severity", "rationale", "references", "match")
-THRESHOLD_KEYS = {"min_events", "min_distinct_details", "min_distinct_sources", "per_detail"}
+THRESHOLD_KEYS = {"min_events", "min_distinct_details", "min_distinct_sources", "per_detail", "unshared_sources"}
 # Columns every matching row keeps; enough to show the event and to group it by principal.
 EVENT_COLUMNS = (
     "event_date", "account", "region", "eventid", "eventtime", "eventsource", "eventname",
@@ -44,13 +44,16 @@ EVENT_COLUMNS = (
 class Threshold:
     """How many matching events of one principal in a day make a finding (all 1 by default).
 
-    With `per_detail` the events are counted per detail value (e.g. per instance session) instead of per principal.
+    With `per_detail` the events are counted per detail value (e.g. per instance session) instead of per principal,
+    and with `unshared_sources` only the source addresses no other detail value of the principal used that day
+    count (a fleet of instances sharing NAT addresses is not one instance used from elsewhere).
     """
 
     min_events: int = 1
     min_distinct_details: int = 1
     min_distinct_sources: int = 1
     per_detail: bool = False
+    unshared_sources: bool = False
 
 
 @dataclass(frozen=True)

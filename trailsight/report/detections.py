@@ -315,16 +315,20 @@ def findings_from_events(rows: list[dict[str, Any]], config: DetectionConfig) ->
 # --- the detection library -----------------------------------------------------------------------------
 
 
-def _library_group_finding(detection: Detection, account: str, principal: str, matches: list[dict[str, Any]],
-                           config: DetectionConfig) -> Finding | None:
-    """A finding when the group's matching events reach the detection's threshold, else None."""
+def _reaches_threshold(detection: Detection, matches: list[dict[str, Any]], shared: set[str]) -> bool:
     threshold = detection.threshold
+    details = {str(r["detail"]) for r in matches if r.get("detail") is not None}
+    sources = {r["sourceipaddress"] for r in matches if r.get("sourceipaddress")} - shared
+    return (len(matches) >= threshold.min_events
+            and (threshold.min_distinct_details <= 1 or len(details) >= threshold.min_distinct_details)
+            and (threshold.min_distinct_sources <= 1 or len(sources) >= threshold.min_distinct_sources))
+
+
+def _library_group_finding(detection: Detection, account: str, principal: str, matches: list[dict[str, Any]],
+                           config: DetectionConfig) -> Finding:
+    """The finding of one principal's matching events (those of the groups that reached the threshold)."""
     details = sorted({str(r["detail"]) for r in matches if r.get("detail") is not None})
     sources = sorted({r["sourceipaddress"] for r in matches if r.get("sourceipaddress")})
-    if (len(matches) < threshold.min_events
-            or (threshold.min_distinct_details > 1 and len(details) < threshold.min_distinct_details)
-            or (threshold.min_distinct_sources > 1 and len(sources) < threshold.min_distinct_sources)):
-        return None
     names: dict[str, int] = {}
     for row in matches:
         names[row["eventname"]] = names.get(row["eventname"], 0) + 1
@@ -332,7 +336,7 @@ def _library_group_finding(detection: Detection, account: str, principal: str, m
     why = f"{detection.title}: {calls} by {principal}"
     if details:
         why += f" ({len(details)} distinct: {', '.join(details[:5])}{', ...' if len(details) > 5 else ''})"
-    if threshold.min_distinct_sources > 1:
+    if detection.threshold.min_distinct_sources > 1:
         why += f" from {len(sources)} addresses: {', '.join(sources[:5])}"
     why += f". Rule: library detection {detection.id} (ATT&CK {detection.technique}, {detection.tactic})."
     return Finding(
@@ -349,15 +353,21 @@ def library_findings(rows: list[dict[str, Any]], config: DetectionConfig) -> lis
     """One finding per library detection, account and principal (per detail value where the detection says so)."""
     findings = []
     for detection in load_library():
-        groups: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
+        per_principal: dict[tuple[str, str], dict[str | None, list[dict[str, Any]]]] = {}
         for row in rows:
             if row[detection.column]:
                 part = row.get("detail") if detection.threshold.per_detail else None
-                groups.setdefault((row["account"], row["principal"], part), []).append(row)
-        for (account, principal, _), matches in groups.items():
-            finding = _library_group_finding(detection, account, principal, matches, config)
-            if finding is not None:
-                findings.append(finding)
+                per_principal.setdefault((row["account"], row["principal"]), {}).setdefault(part, []).append(row)
+        for (account, principal), groups in per_principal.items():
+            qualifying: list[dict[str, Any]] = []
+            for part, matches in groups.items():
+                shared = ({r["sourceipaddress"] for other, rows_of in groups.items() if other != part
+                           for r in rows_of} if detection.threshold.unshared_sources else set())
+                if _reaches_threshold(detection, matches, shared):
+                    qualifying += matches
+            if qualifying:
+                qualifying.sort(key=lambda r: (r["eventtime"], r["eventid"]))
+                findings.append(_library_group_finding(detection, account, principal, qualifying, config))
     return findings
 
 

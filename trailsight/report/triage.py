@@ -3,8 +3,9 @@
 A finding is *new* when the same detection did not fire for the same account and principal on any of the
 previous `history_days` days of the lake. Its *magnitude* is its count of events against that principal's daily
 average of matching events over those days (zeros included); a count ten times (a hundred times) the usual raises
-the severity one (two) levels, so 700 failed sign-ins in an hour are not the same finding as one. The report
-and alerts list new and high-magnitude findings first.
+the severity one (two) levels, so 700 failed sign-ins in an hour are not the same finding as one; a routine
+finding (not new) under twice its usual count is lowered one level, so what a principal does every week at its
+usual volume does not crowd out what is new. The report and alerts list new and high-magnitude findings first.
 
 Suppressions are data (a YAML file): detection id, principal pattern, account, reason and expiry. They are applied
 to the findings in Python after the queries, so they hold the same on DuckDB and Athena; suppressed findings are
@@ -26,6 +27,7 @@ from trailsight.errors import UsageError
 from trailsight.report.severity import SEVERITY_RANK, raised
 
 RAISE_AT = ((100.0, 2), (10.0, 1))  # ratio to the principal's usual daily count -> severity steps
+ROUTINE_RATIO = 2.0  # a routine finding below twice its usual count is lowered one level
 
 
 class Triaged(Protocol):
@@ -68,7 +70,10 @@ def triage(findings: Iterable[Any], history: History) -> None:
         finding.base_severity = finding.severity
         finding.magnitude = {"count": finding.count, "usual_per_day": round(baseline, 2), "ratio": round(ratio, 1),
                              "history_days": history.days}
-        finding.severity = raised(finding.severity, magnitude_steps(ratio))
+        steps = magnitude_steps(ratio)
+        if not finding.new and ratio < ROUTINE_RATIO:
+            steps = -1  # what this principal does every few days, at its usual volume
+        finding.severity = raised(finding.severity, steps)
 
 
 def attention_order(finding: Any) -> tuple[int, int, float]:
