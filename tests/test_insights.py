@@ -118,7 +118,8 @@ def test_baseline_counts_quiet_minutes_as_zero() -> None:
     assert model.baseline_minutes == 10_080
     assert model.mean == pytest.approx(48 / 1440)
     assert model.sd == pytest.approx(max(math.sqrt(48 / 1440 - (48 / 1440) ** 2), math.sqrt(48 / 1440)))
-    assert model.threshold == SpikeConfig().min_calls - 0.5  # the floor for rare APIs decides
+    # the tail decides: 7 calls in a minute at 1/30 a minute has a probability under 1e-12
+    assert model.threshold == 6.5
 
 
 def test_threshold_rises_above_the_typical_daily_peak() -> None:
