@@ -56,10 +56,10 @@ def ingest_days(source: str, lake_url: str, start: date, end: date, late_hours: 
 @task(**RETRY)
 def report_day(lake_url: str, day: date, report_dir: str, athena_settings: AthenaSettings | None = None,
                source: str | None = None, public_keys: str | None = None,
-               suppressions: str | None = None) -> dict[str, Any]:
+               suppressions: str | None = None, sigma_rules: str | None = None) -> dict[str, Any]:
     detection = DetectionConfig(suppression_file=suppressions) if suppressions else None
     summary = reports.write_daily_report(lake_url, day, report_dir, athena=athena_settings, source=source,
-                                         public_keys=public_keys, detection=detection)
+                                         public_keys=public_keys, detection=detection, sigma_rules=sigma_rules)
     if summary.integrity_ok is False:
         get_run_logger().warning("digest verification found problems; see %s/integrity.json", report_dir)
     for warning in summary.warnings:
@@ -148,15 +148,17 @@ def daily(
     verify_digests: bool = True,
     public_keys: str | None = None,
     suppressions: str | None = None,
+    sigma_rules: str | None = None,
 ) -> dict[str, Any]:
     """Ingest `day` (default: yesterday, UTC) with its late events, write its reports, send its alerts; with a
     retention policy, then archive the raw files delivered `keep_as_delivered_days` before `day`. `suppressions`
-    is a suppression file for the security findings (see trailsight.report.triage)."""
+    is a suppression file for the security findings (see trailsight.report.triage); `sigma_rules` a folder of
+    Sigma rules run over the day (sigma.json)."""
     day = day or yesterday()
     report_dir = str(Path(report_root) / day.isoformat())
     ingest = ingest_days(source, lake_url, day, day, late_hours)
     report = report_day(lake_url, day, report_dir, _athena(engine, athena_database, athena_workgroup, athena_output),
-                        source if verify_digests else None, public_keys, suppressions)
+                        source if verify_digests else None, public_keys, suppressions, sigma_rules)
     sent = alert_day(lake_url, day, report_dir, alert_min_severity, sns_topic_arn, webhook_url)
     publish_artifacts(day, ingest, report, report_dir)
     summary = {"day": day.isoformat(), "ingest": ingest, "report": report, "alerts": sent}

@@ -103,3 +103,13 @@ def test_detect_command_on_a_missing_folder_is_a_one_line_error(lake: Path) -> N
     from trailsight.cli.main import run
 
     assert run(["detect", "--lake", str(lake), "--date", str(DAY), "--sigma", "/nonexistent/rules"]) == 1
+
+
+def test_daily_report_runs_sigma_rules_into_sigma_json(lake: Path, tmp_path: Path) -> None:
+    from trailsight.report.daily import write_daily_report
+
+    summary = write_daily_report(lake, DAY, tmp_path / "out", reports="security", sigma_rules=RULES)
+    saved = {r["path"]: r for r in json.loads((tmp_path / "out" / "sigma.json").read_text())["rules"]}
+    assert saved["public_snapshot.yml"]["matches"] == 1
+    assert any("unknown_field.yml skipped" in w for w in summary.warnings)
+    assert "sigma.csv" in summary.files

@@ -217,6 +217,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "spikes": ("table",),
     "security": ("table",),
     "integrity": ("problems",),
+    "sigma": ("table",),
 }
 
 
@@ -322,12 +323,14 @@ def run_reports(lake: LakeLike, day: date | str, reports: str | list[str] | None
 def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
                        reports: str | list[str] | None = None, athena: AthenaSettings | None = None,
                        source: LakeLike | None = None, public_keys: str | Path | None = None,
-                       detection: DetectionConfig | None = None) -> ReportSummary:
+                       detection: DetectionConfig | None = None,
+                       sigma_rules: str | Path | None = None) -> ReportSummary:
     """Run the reports for one UTC day and write JSON, CSV, insights.json, report.md and report.html.
 
     With `athena` settings the same SQL files run on Athena instead of DuckDB; the bytes scanned and their cost
     are recorded in the summary (`engine`). With the raw `source`, the day's log files are also verified against
-    CloudTrail's digests (`integrity`).
+    CloudTrail's digests (`integrity`). With `sigma_rules` (a folder of Sigma rules) each rule is run over the
+    day too (`sigma`); rules that cannot be converted or run are listed with their reason.
     """
     from trailsight.report.html import render_html, render_markdown
 
@@ -340,6 +343,14 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
     summary = ReportSummary(day, out, list(results), seconds=seconds)
     summary.engine = athena_connection.stats() if athena_connection else {"engine": "duckdb"}
     results["summary"]["engine"] = summary.engine
+    if sigma_rules is not None:
+        from trailsight.report.sigma import convert_rules, run_sigma_rules
+
+        with lake_connection(lake, athena_connection) as con:  # type: ignore[arg-type]
+            rules = [r.as_dict() for r in run_sigma_rules(con, convert_rules(sigma_rules), day)]
+        results["sigma"] = {"day": day, "rules": rules, "table": [
+            {k: r[k] for k in ("path", "title", "level", "matches", "error")} for r in rules]}
+        summary.warnings += [f"Sigma rule {r['path']} skipped: {r['error']}" for r in rules if r["error"]]
     if source is not None:
         results["integrity"] = verify_digests(source, day, public_keys=public_keys).as_dict()
         summary.integrity_ok = results["integrity"]["ok"]
