@@ -32,6 +32,7 @@ from trailsight.errors import UsageError
 from trailsight.integrity.digests import verify_digests
 from trailsight.query.athena import AthenaConnection, AthenaSettings
 from trailsight.query.duckdb_engine import connect, use_derived
+from trailsight.report.incidents import build_incidents
 from trailsight.report.queries import Rows, run_report_sql
 from trailsight.storage.store import Storage, as_storage
 
@@ -364,6 +365,8 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path,
         summary.spikes = len(results["spikes"]["insights"])
         summary.warnings += results["spikes"]["notes"]
     if "security" in results:
+        insights = results["spikes"]["insights"] if "spikes" in results else []
+        results["security"]["incidents"] = build_incidents(results["security"]["findings"], insights)
         summary.findings = results["security"]["by_severity"]
         summary.new_findings = results["security"]["new_by_severity"]
         summary.warnings += results["security"]["notes"]

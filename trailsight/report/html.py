@@ -399,6 +399,30 @@ def _finding_detail(finding: dict[str, Any], opened: bool) -> str:
             f'{finding["count"]} event(s)</summary><p>{esc(finding["why"])}</p>{_finding_events(finding)}</details>')
 
 
+def incidents_section(incidents: list[dict[str, Any]]) -> str:
+    """One story per principal: its findings and spikes of the day on one timeline (trailsight.report.incidents)."""
+    parts = ['<section id="incidents"><h2>Incidents</h2><p class="muted">Findings and spikes of one principal, '
+             'on one timeline; incidents with something new or several high findings.</p>']
+    for incident in incidents:
+        level = incident["severity"]
+        rows = [{"time": i["time"], "kind": i["kind"], "what": i["what"], "severity": i["severity"],
+                 "new": "new" if i["new"] else "routine", "count": i["count"], "technique": i["technique"] or "",
+                 "why": i["why"]} for i in incident["timeline"]]
+        table = _table([("time", "time"), ("kind", "kind"), ("what", "what"), ("severity", "severity"),
+                        ("new", "new?"), ("count", "events"), ("technique", "ATT&CK"), ("why", "why")],
+                       rows, {"count"}, {"time": _time})
+        techniques = ", ".join(incident["techniques"])
+        parts.append(f'<details{" open" if incident["new"] else ""}><summary><span class="badge" '
+                     f'style="background:{SEVERITY_COLORS[level]}">{esc(level)}</span> '
+                     f'{_mono(incident["principal"])} · {esc(incident["account"])} · {_time(incident["first_seen"])}'
+                     f' to {_time(incident["last_seen"])} · {incident["findings"]} finding(s), {incident["spikes"]} '
+                     f'spike(s){" · " + esc(techniques) if techniques else ""}</summary>{table}</details>')
+    if not incidents:
+        parts.append('<p class="muted">No incident on this day.</p>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def findings_section(data: dict[str, Any]) -> str:
     """New and high-magnitude findings first, opened; then the rest: critical and high one by one, medium and
     low grouped per control, closed; suppressed findings last, with their reason."""
@@ -477,6 +501,7 @@ def render_html(day: date, results: dict[str, dict[str, Any]], summary: Any) -> 
     if "spikes" in results:
         sections.append(spikes_section(results["spikes"]))
     if "security" in results:
+        sections.append(incidents_section(results["security"].get("incidents", [])))
         sections.append(findings_section(results["security"]))
     if "integrity" in results:
         sections.append(integrity_section(results["integrity"]))
