@@ -14,6 +14,7 @@ from datetime import date, timedelta
 
 from trailsight.query.duckdb_engine import connect
 from trailsight.report.detections import run_detections
+from trailsight.report.incidents import build_incidents
 from trailsight.storage.store import as_storage
 
 
@@ -36,9 +37,10 @@ def main() -> None:
         seconds = time.perf_counter() - started
         con.close()
         urgent = [f for f in result.findings if f.new and f.severity in ("critical", "high")]
+        stories = build_incidents(result.as_dict()["findings"], [])
         kind = "INCIDENT" if day in incidents else "ordinary"
         print(f"{day} {kind:8} findings {len(result.findings):4} {result.by_severity} "
-              f"new high/critical {len(urgent):3} ({seconds:.1f} s)")
+              f"new high/critical {len(urgent):3}, incidents {len(stories)} ({seconds:.1f} s)")
         if args.show or day in incidents:
             for f in urgent:
                 print(f"    {f.severity:8} {f.control:42} {f.account} {f.principal} x{f.count} "

@@ -34,7 +34,8 @@ def test_a_principals_findings_and_spikes_are_one_incident_in_time_order() -> No
     findings = [finding("secrets-bulk-read", LEAKED, "critical", True, 3),
                 finding("access-denied-burst", LEAKED, "critical", True, 2),
                 finding("cis-4.1", LEAKED, "high", True, 2),
-                finding("cis-4.10", ROLE, "low", False, 9)]  # routine, alone: not an incident
+                finding("cis-4.10", ROLE, "low", False, 9),  # routine, alone: not an incident
+                finding("cis-4.8", "arn:aws:iam::111122223333:user/y", "medium", True, 9)]  # new but small
     incidents = build_incidents(findings, [insight(LEAKED, 2), insight("arn:aws:iam::111122223333:user/x", 5)])
     assert len(incidents) == 1
     (story,) = incidents

@@ -3,8 +3,8 @@
 A leaked key's reconnaissance shows up as an access-denied burst, many denied calls, a bulk secret read and a
 few error-rate spikes; read one by one they are dozens of items, read together they are one event. An
 incident is every finding of one account and principal on the day, plus the spikes whose top caller is that
-principal (a role's sessions count as the role). Incidents worth reading first are those with something new
-or high; the rest are routine and left to the findings list.
+principal (a role's sessions count as the role). An incident is told when it holds something new and high or
+critical, or something new among at least three items; the rest are routine and left to the findings list.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from trailsight.report.severity import SEVERITIES, SEVERITY_RANK
 
 ASSUMED_ROLE = re.compile(r"^arn:aws[\w-]*:sts::(\d{12}):assumed-role/([^/]+)/")
 INSIGHT_SEVERITY = "medium"  # a spike alone is worth a look, not an alarm
+MIN_ITEMS = 3  # without anything new and high, an incident needs this many findings and spikes
 
 
 def principal_of_arn(arn: str | None) -> str | None:
@@ -32,7 +33,7 @@ def _top_caller(insight: dict[str, Any]) -> str | None:
 
 
 def build_incidents(findings: list[dict[str, Any]], insights: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Incidents with something new, or several items one of them high or critical; most severe first."""
+    """The day's incidents worth telling, most severe first, each with its timeline."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for finding in findings:
         if finding.get("principal"):
@@ -53,9 +54,9 @@ def build_incidents(findings: list[dict[str, Any]], insights: list[dict[str, Any
     incidents = []
     for (account, principal), items in groups.items():
         worst = min(SEVERITIES.index(i["severity"]) for i in items)
-        high = any(SEVERITY_RANK[i["severity"]] >= SEVERITY_RANK["high"] for i in items)
-        if not (any(i["new"] for i in items) or (high and len(items) > 1)):
-            continue  # routine: left to the findings list
+        new_high = any(i["new"] and SEVERITY_RANK[i["severity"]] >= SEVERITY_RANK["high"] for i in items)
+        if not (new_high or (any(i["new"] for i in items) and len(items) >= MIN_ITEMS)):
+            continue  # routine, or one small new thing: left to the findings list
         items.sort(key=lambda i: (i["time"], i["kind"], i["what"]))
         incidents.append({
             "account": account, "principal": principal, "severity": SEVERITIES[worst],
