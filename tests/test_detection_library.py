@@ -161,3 +161,23 @@ def test_malformed_detection_file_is_a_clear_error(change: dict[str, Any], messa
     parse_detection("x-y", good)
     with pytest.raises(UsageError, match=message):
         parse_detection("x-y", {**good, **change})
+
+
+def test_corpus_events_written_by_others_fire_only_what_they_show(corpus: Path, tmp_path: Path) -> None:
+    """Published samples: zalando's Lambda code update and AWS's CreateUser example fire; the Auto Scaling
+    events made for root (invokedBy, from the service's address) and CloudFormation creating roles do not."""
+    from trailsight.lake.ingest import ingest
+    from trailsight.lake.layout import lake_partitions
+
+    for source in ("awsdocs-examples", "zalando-fullstop-test-resources"):
+        ingest(corpus / source, tmp_path / "lake", workers=1)
+    lake = Storage(tmp_path / "lake")
+    fired: set[str] = set()
+    for day in sorted({d for _, d, _, _ in lake_partitions(lake, "cloudtrail")}):
+        con = connect(lake)
+        try:
+            fired |= {f.control for f in run_detections(lake, con, day).findings}
+        finally:
+            con.close()
+    library = {d.id for d in load_library()}
+    assert fired & library == {"lambda-code-overwritten", "iam-user-created"}, fired
