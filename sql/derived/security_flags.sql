@@ -78,7 +78,7 @@ WITH flagged AS (
                 THEN coalesce(json_extract_scalar(responseelements, '$.ConsoleLogin'), '') <> 'Failure' ELSE false END
             AS console_login_without_mfa,
         eventname = 'ConsoleLogin' AND (
-            coalesce(errorcode, '') <> '' OR coalesce(errormessage, '') <> ''
+            failed
             OR CASE WHEN eventname = 'ConsoleLogin'
                 THEN json_extract_scalar(responseelements, '$.ConsoleLogin') = 'Failure' ELSE false END
         ) AS console_login_failed,
