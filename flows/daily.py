@@ -30,6 +30,7 @@ from trailsight.query.athena import AthenaSettings
 from trailsight.query.engine import EngineSettings
 from trailsight.report import alerts
 from trailsight.report import daily as reports
+from trailsight.report.detections import DetectionConfig
 from trailsight.retention import archive
 from trailsight.retention import policy as retention
 from trailsight.storage.store import Storage
@@ -65,6 +66,8 @@ class DayOptions:
     athena_output: str | None = None
     verify_digests: bool = True
     public_keys: str | None = None
+    suppressions: str | None = None
+    sigma_rules: str | None = None
 
     def engine_settings(self) -> EngineSettings:
         if self.engine not in ("duckdb", "athena"):
@@ -94,10 +97,12 @@ def ingest_days(source: str, lake_url: str, start: date, end: date, late_hours: 
 
 @task(**RETRY)
 def report_day(lake_url: str, day: date, report_dir: str, engine: EngineSettings | None = None,
-               source: str | None = None, public_keys: str | None = None) -> tuple[dict[str, Any], list[dict]]:
+               source: str | None = None, public_keys: str | None = None, suppressions: str | None = None,
+               sigma_rules: str | None = None) -> tuple[dict[str, Any], list[dict]]:
     """The day's reports; returns the summary and the findings (which the alerts and artifacts take)."""
+    detection = DetectionConfig(suppression_file=suppressions) if suppressions else None
     summary = reports.write_daily_report(lake_url, day, report_dir, engine=engine, source=source,
-                                         public_keys=public_keys)
+                                         public_keys=public_keys, detection=detection, sigma_rules=sigma_rules)
     if summary.integrity_ok is False:
         get_run_logger().warning("digest verification found problems; see %s/integrity.json", report_dir)
     for warning in summary.warnings:
@@ -198,7 +203,8 @@ def report_and_alert_day(day: date, lake_url: str, options: DayOptions, source: 
     """One ingested day: its reports, its alerts, its artifacts; then the day is marked complete."""
     report_dir = options.report_dir(day)
     report, findings = report_day(lake_url, day, report_dir, options.engine_settings(),
-                                  source if options.verify_digests else None, options.public_keys)
+                                  source if options.verify_digests else None, options.public_keys,
+                                  options.suppressions, options.sigma_rules)
     sent = alert_day(day, findings, lake_url, options.alert_min_severity, options.sns_topic_arn,
                      options.webhook_url)
     publish_artifacts(day, ingest, report, findings, report_dir)
@@ -234,12 +240,17 @@ def daily(
     athena_output: str | None = None,
     verify_digests: bool = True,
     public_keys: str | None = None,
+    suppressions: str | None = None,
+    sigma_rules: str | None = None,
     dask_address: str | None = None,
 ) -> dict[str, Any] | State:
     """Ingest `day` (default: yesterday, UTC) with its late events, write its reports, send its alerts; with a
-    retention policy, then archive the raw files delivered `keep_as_delivered_days` before `day`."""
+    retention policy, then archive the raw files delivered `keep_as_delivered_days` before `day`. `suppressions`
+    is a suppression file for the security findings (see trailsight.report.triage); `sigma_rules` a folder of
+    Sigma rules run over the day (sigma.json)."""
     options = DayOptions(report_root, alert_min_severity, sns_topic_arn, webhook_url, engine, athena_database,
-                         athena_workgroup, athena_output, verify_digests, public_keys)
+                         athena_workgroup, athena_output, verify_digests, public_keys, suppressions,
+                         sigma_rules)
     try:
         the_day = reports.as_day(day) if day else yesterday()
         engine_settings = options.engine_settings()
@@ -276,6 +287,8 @@ def backfill(
     athena_output: str | None = None,
     verify_digests: bool = True,
     public_keys: str | None = None,
+    suppressions: str | None = None,
+    sigma_rules: str | None = None,
     dask_address: str | None = None,
 ) -> dict[str, Any] | State:
     """Ingest a range in one pass, then run each day not done yet through the same per-day subflow as `daily`
@@ -283,7 +296,8 @@ def backfill(
     archive the raw files of each day in the range that is due (one at a time: archiving holds the lake's lock)."""
     logger = get_run_logger()
     options = DayOptions(report_root, alert_min_severity, sns_topic_arn, webhook_url, engine, athena_database,
-                         athena_workgroup, athena_output, verify_digests, public_keys)
+                         athena_workgroup, athena_output, verify_digests, public_keys, suppressions,
+                         sigma_rules)
     try:
         first, last = reports.as_day(start), reports.as_day(end)
         engine_settings = options.engine_settings()

@@ -24,6 +24,7 @@ SPRAYED = "222200000001"
 ONE_USER = "222200000002"
 FEW_USERS = "222200000003"
 FRESH = "222200000004"
+HIDDEN_ACCOUNT = "222200000005"
 
 
 def at(hour: int, minute: int = 0, day: date = DAY) -> datetime:
@@ -73,6 +74,9 @@ def _events() -> list[dict[str, Any]]:
     e.append(console_login(at(8), user("m42mfa"), mfa="Yes"))
     e.append(console_login(at(8), assumed_role("AWSReservedSSO_Admin", "sso-user"), mfa="No"))
     e.append(console_login(at(8), user("f46"), mfa="No", success=False))
+    silent_failure = console_login(at(8), user("f46nomessage"), mfa="No", success=False)
+    del silent_failure["errorMessage"]  # recorded failures without errorMessage: only responseElements says so
+    e.append(silent_failure)
     # 4.3 root usage
     e.append(event(at(9), "GetAccountSummary", IAM, root(), read_only=True))
     e.append(event(at(9), "GetAccountSummary", IAM, root("444455556666", invoked_by="support.amazonaws.com"),
@@ -140,6 +144,11 @@ def _events() -> list[dict[str, Any]]:
                         sourceIPAddress="203.0.113.10") for i in range(4)]
     e += [console_login(at(15, i), user(f"typo{i}", FEW_USERS), success=False, account=FEW_USERS,
                         sourceIPAddress=f"198.51.100.{i + 20}") for i in range(6)]
+    # spraying of names that do not exist: CloudTrail hides them
+    hidden = {"type": "IAMUser", "principalId": HIDDEN_ACCOUNT, "accountId": HIDDEN_ACCOUNT,
+              "userName": "HIDDEN_DUE_TO_SECURITY_REASONS"}
+    e += [console_login(at(16, i), hidden, success=False, account=HIDDEN_ACCOUNT, sourceIPAddress="203.0.113.77",
+                        errorMessage="No username found in supplied account") for i in range(6)]
     # first activity in a region: the account used us-east-1 and eu-west-1 the day before
     yesterday = DAY - timedelta(days=1)
     e.append(event(at(9, day=yesterday), "DescribeInstances", EC2, user("old"), read_only=True))
@@ -195,6 +204,16 @@ def test_console_sign_in_controls(findings: list[Finding]) -> None:
     assert controls_for(findings, sso) == {"cis-4.2"}  # federated: MFA happens at the identity provider
     assert controls_for(findings, arn("f46")) == {"cis-4.2", "cis-4.6"}  # a failure is not a sign-in
     assert controls_for(findings, arn("m42mfa")) == set()
+
+
+def test_failed_sign_in_without_error_message_is_not_a_sign_in_without_mfa(findings: list[Finding]) -> None:
+    assert controls_for(findings, arn("f46nomessage")) == {"cis-4.2"}  # CIS 4.6 names the errorMessage
+
+
+def test_password_spraying_counts_hidden_user_names(findings: list[Finding]) -> None:
+    (spray,) = [f for f in findings if f.control == "password-spraying" and f.account == HIDDEN_ACCOUNT]
+    assert spray.count == 6 and spray.details["source_ip"] == "203.0.113.77"
+    assert "6 hidden by CloudTrail" in spray.why
 
 
 def test_root_usage_fires_only_without_invoked_by_and_not_for_service_events(findings: list[Finding]) -> None:
@@ -258,7 +277,7 @@ def test_access_denied_burst_needs_many_apis_and_a_large_share(findings: list[Fi
 
 def test_password_spraying_needs_many_user_names_from_one_source(findings: list[Finding]) -> None:
     spray = [f for f in findings if f.control == "password-spraying"]
-    assert [f.account for f in spray] == [SPRAYED]
+    assert [f.account for f in spray] == [SPRAYED, HIDDEN_ACCOUNT]
     assert spray[0].count == 6 and spray[0].details["source_ip"] == "203.0.113.9"
     assert len(spray[0].details["user_names"]) == 6 and len(spray[0].events) == 6
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from trailsight.errors import UsageError
-from trailsight.integrity.digests import Finding, signing_string, verify_digests
+from trailsight.integrity.digests import ProblemKind, signing_string, verify_digests
 from trailsight.source.discovery import discover
 from trailsight.storage.aws import client
 from trailsight.storage.store import Storage
@@ -133,12 +133,12 @@ def test_removed_digest_is_a_chain_gap(archive: Path, position: str) -> None:
     orphans = {f["s3Object"] for f in read_doc(archive, removed)["logFiles"]}
     (archive / removed).unlink()
     result = verify_digests(archive, DAY, public_keys=PUBLIC_KEYS)
-    gaps = [p for p in result.problems if p.kind is Finding.CHAIN_GAP]
+    gaps = [p for p in result.problems if p.kind is ProblemKind.CHAIN_GAP]
     assert len(gaps) == 1 and removed in gaps[0].detail
-    others = {(p.kind, p.key) for p in result.problems if p.kind is not Finding.CHAIN_GAP}
+    others = {(p.kind, p.key) for p in result.problems if p.kind is not ProblemKind.CHAIN_GAP}
     # Nothing proves the files the removed digest listed: each is named, and nothing else is reported.
     day_folder = f"/{DAY:%Y/%m/%d}/"
-    assert others == {(Finding.UNLISTED_LOG, k) for k in orphans if day_folder in k}
+    assert others == {(ProblemKind.UNLISTED_LOG, k) for k in orphans if day_folder in k}
 
 
 def test_digest_edited_after_delivery_breaks_the_chain_and_its_signature(archive: Path) -> None:
@@ -192,13 +192,13 @@ def test_signatures_checked_with_another_key_all_fail(archive: Path, tmp_path: P
     wrong = tmp_path / "wrong-keys.json"
     wrong.write_text(json.dumps({fingerprint: (FIXTURES / "other-public-key.pem").read_text()}))
     result = verify_digests(archive, DAY, public_keys=wrong)
-    assert result.signatures_valid == 0 and {p.kind for p in result.problems} == {Finding.BAD_SIGNATURE}
+    assert result.signatures_valid == 0 and {p.kind for p in result.problems} == {ProblemKind.BAD_SIGNATURE}
     assert len(result.problems) == result.digests
 
 
 def test_digest_whose_key_is_not_among_the_public_keys_is_reported(archive: Path) -> None:
     result = verify_digests(archive, DAY, public_keys={"0" * 32: (FIXTURES / "other-public-key.pem").read_text()})
-    assert {p.kind for p in result.problems} == {Finding.UNKNOWN_KEY}
+    assert {p.kind for p in result.problems} == {ProblemKind.UNKNOWN_KEY}
     assert "no public key given for fingerprint" in result.problems[0].detail
 
 
@@ -220,7 +220,7 @@ def test_log_key_that_would_leave_the_source_is_refused(tmp_path: Path) -> None:
     (tmp_path / key).parent.mkdir(parents=True)
     (tmp_path / key).write_bytes(gzip.compress(orjson.dumps(doc)))
     result = verify_digests(tmp_path, DAY)
-    (refused,) = [p for p in result.problems if p.kind is Finding.MISSING_LOG]
+    (refused,) = [p for p in result.problems if p.kind is ProblemKind.MISSING_LOG]
     assert refused.key == "../../etc/passwd" and "would leave the source" in refused.detail
 
 
@@ -288,7 +288,7 @@ def test_s3_source_reads_signatures_from_object_metadata(s3_bucket: str, tmp_pat
     s3.put_object(Bucket=bucket, Key=victim, Body=body, Metadata={"signature": "00" * 256})
     tampered = verify_digests(s3_bucket, DAY, accounts=[account], public_keys=PUBLIC_KEYS)
     assert ("bad-signature", victim) in problems(tampered)
-    assert {p.kind for p in tampered.problems} <= {Finding.BAD_SIGNATURE, Finding.CHAIN_MISMATCH}
+    assert {p.kind for p in tampered.problems} <= {ProblemKind.BAD_SIGNATURE, ProblemKind.CHAIN_MISMATCH}
 
 
 def test_account_and_region_without_any_digest_is_one_finding_not_one_per_file(archive: Path) -> None:

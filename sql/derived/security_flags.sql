@@ -1,5 +1,5 @@
 -- title: Events a security control flags
--- description: Every event matching a CIS AWS Foundations monitoring control (one boolean column per control, named after its v1.4-v5.0 number; v1.2 numbers them 3.x and v6.0 5.x) or a per-event extra: a security group opened to the world, a successful console sign-in without MFA, GuardDuty/Config/flow logs disabled, access keys or login profiles made for another user. Only rows matching at least one are kept. Materialized per data file when the lake is written, so the daily security report reads these few rows instead of the day's request parameters and event IDs.
+-- description: Every event matching a CIS AWS Foundations monitoring control (one boolean column per control, named after its v1.4-v5.0 number; v1.2 numbers them 3.x and v6.0 5.x) or a per-event extra: a security group opened to the world, a successful console sign-in without MFA, a failed console sign-in (errorMessage, or responseElements.ConsoleLogin = Failure), GuardDuty/Config/flow logs disabled, access keys or login profiles made for another user. Only rows matching at least one are kept. Materialized per data file when the lake is written, so the daily security report reads these few rows instead of the day's request parameters and event IDs.
 -- parameters: none
 WITH flagged AS (
     SELECT
@@ -11,6 +11,8 @@ WITH flagged AS (
         useridentity.username AS user_name,
         useridentity.principalid AS principal_id,
         CASE WHEN eventname = 'ConsoleLogin' THEN json_extract_scalar(additionaleventdata, '$.MFAUsed') END AS mfa_used,
+        CASE WHEN eventname = 'ConsoleLogin' THEN json_extract_scalar(responseelements, '$.ConsoleLogin') END
+            AS login_result,
         CASE WHEN eventsource IN ('ec2.amazonaws.com', 'iam.amazonaws.com', 'guardduty.amazonaws.com',
                                   's3.amazonaws.com')
             AND eventname IN ('AuthorizeSecurityGroupIngress', 'ModifySecurityGroupRules', 'CreateAccessKey',
@@ -70,10 +72,18 @@ WITH flagged AS (
             THEN requestparameters LIKE '%"0.0.0.0/0"%' OR requestparameters LIKE '%"::/0"%'
             ELSE false
         END AS world_open_security_group,
+        -- A failure is not always written with an errorMessage: responseElements.ConsoleLogin says Failure then.
         eventname = 'ConsoleLogin' AND useridentity.type IN ('IAMUser', 'Root')
             AND coalesce(errorcode, '') = '' AND coalesce(errormessage, '') = ''
             AND coalesce(json_extract_scalar(additionaleventdata, '$.MFAUsed'), '') <> 'Yes'
+            AND CASE WHEN eventname = 'ConsoleLogin'
+                THEN coalesce(json_extract_scalar(responseelements, '$.ConsoleLogin'), '') <> 'Failure' ELSE false END
             AS console_login_without_mfa,
+        eventname = 'ConsoleLogin' AND (
+            failed
+            OR CASE WHEN eventname = 'ConsoleLogin'
+                THEN json_extract_scalar(responseelements, '$.ConsoleLogin') = 'Failure' ELSE false END
+        ) AS console_login_failed,
         coalesce(errorcode, '') = '' AND (
             (eventsource = 'guardduty.amazonaws.com' AND (
                 eventname IN ('DeleteDetector', 'DisassociateFromMasterAccount', 'DisassociateFromAdministratorAccount',
@@ -98,5 +108,5 @@ SELECT *
 FROM flagged
 WHERE cis_4_1 OR cis_4_2 OR cis_4_3 OR cis_4_4 OR cis_4_5 OR cis_4_6 OR cis_4_7 OR cis_4_8 OR cis_4_9 OR cis_4_10
     OR cis_4_11 OR cis_4_12 OR cis_4_13 OR cis_4_14 OR cis_4_15 OR world_open_security_group
-    OR console_login_without_mfa OR monitoring_disabled OR credentials_for_another_user
+    OR console_login_without_mfa OR console_login_failed OR monitoring_disabled OR credentials_for_another_user
 ORDER BY eventtime, eventid, eventsource, eventname

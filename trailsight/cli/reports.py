@@ -42,6 +42,8 @@ def report(
     source: Annotated[str | None, typer.Option("--source", help="The raw archive: also verify the day's log "
                                                "files against CloudTrail's digests (integrity.json).")] = None,
     public_keys: PublicKeysOption = None,
+    suppress: Annotated[Path | None, typer.Option("--suppress", help="Suppression file (YAML list of detection, "
+                                                   "principal pattern, account, reason, expires).")] = None,
 ) -> None:
     """Write the daily reports for one day: JSON and CSV per report, insights.json, Markdown and HTML.
 
@@ -51,11 +53,14 @@ def report(
     Example: trailsight report --lake ./lake --date 2024-05-01 --out ./reports/2024-05-01
     """
     from trailsight.report.daily import write_daily_report
+    from trailsight.report.detections import DetectionConfig
 
     parsed = parse_day(day, "--date")
     target = out_dir or str(Path("reports") / parsed.isoformat())
     settings = engine_settings(engine, database, workgroup, output_location)
-    summary = write_daily_report(lake, parsed, target, names, engine=settings, source=source, public_keys=public_keys)
+    detection = DetectionConfig(suppression_file=str(suppress)) if suppress else None
+    summary = write_daily_report(lake, parsed, target, names, engine=settings, source=source, public_keys=public_keys,
+                                 detection=detection)
     if summary.engine["engine"] == "athena":
         err.print(f"Athena: {summary.engine['queries']} queries, {summary.engine['bytes_scanned']:,} bytes scanned, "
                   f"about ${summary.engine['cost_usd']:.6f} at ${summary.engine['usd_per_tb']}/TB")
@@ -64,7 +69,7 @@ def report(
     for note in summary.notes:
         _line(f"note: {note}", error=True)
     out.print(f"{parsed}: {summary.events:,} events, {summary.failed:,} failed calls, {summary.spikes} spikes, "
-              f"findings: {counts_text(summary.findings)}")
+              f"findings: {counts_text(summary.findings)} (new: {counts_text(summary.new_findings)})")
     _line(f"wrote {len(summary.files)} files to {target} (open {target.rstrip('/')}/report.html)")
     if not summary.events:
         raise NoDataError(f"no data: the lake {lake} has no events dated {parsed}; was the day ingested?")

@@ -59,7 +59,7 @@ _REQUIRED = ("digestS3Object", "digestStartTime", "digestEndTime", "logFiles")
 PublicKeys = Mapping[str, rsa.RSAPublicKey]
 
 
-class Finding(StrEnum):
+class ProblemKind(StrEnum):
     """What can be wrong; each problem carries one of these."""
 
     MISSING_LOG = "missing-log"  # listed by a digest, absent from the source
@@ -80,7 +80,7 @@ class Finding(StrEnum):
 class DigestProblem:
     """One finding about one object (`key` is relative to the source root)."""
 
-    kind: Finding
+    kind: ProblemKind
     key: str
     detail: str
 
@@ -321,7 +321,7 @@ class _Verifier:
         self.workers = workers
         self.result = DigestVerification(storage.url, day.isoformat(), signatures_checked=keys is not None)
 
-    def problem(self, kind: Finding, key: str, detail: str) -> None:
+    def problem(self, kind: ProblemKind, key: str, detail: str) -> None:
         self.result.problems.append(DigestProblem(kind, key, detail))
 
     def run(self, accounts: Iterable[str], regions: Iterable[str]) -> DigestVerification:
@@ -354,10 +354,10 @@ class _Verifier:
         for digest in chain:
             if digest.error:
                 unreadable.add(digest.key)
-                self.problem(Finding.UNREADABLE_DIGEST, digest.key, digest.error)
+                self.problem(ProblemKind.UNREADABLE_DIGEST, digest.key, digest.error)
             elif digest.moved:
                 unreadable.add(digest.key)
-                self.problem(Finding.MOVED_DIGEST, digest.key,
+                self.problem(ProblemKind.MOVED_DIGEST, digest.key,
                              f"it names {digest.doc['digestS3Object']} as its location")
             else:
                 good.append(digest)
@@ -375,14 +375,14 @@ class _Verifier:
         fingerprint = str(digest.doc.get("digestPublicKeyFingerprint"))
         algorithm = digest.doc.get("digestSignatureAlgorithm", SIGNATURE_ALGORITHM)
         if not digest.signature:
-            self.problem(Finding.MISSING_SIGNATURE, digest.key,
+            self.problem(ProblemKind.MISSING_SIGNATURE, digest.key,
                          "no x-amz-meta-signature metadata and no .signature sidecar")
         elif algorithm != SIGNATURE_ALGORITHM:
-            self.problem(Finding.BAD_SIGNATURE, digest.key, f"unsupported signature algorithm {algorithm}")
+            self.problem(ProblemKind.BAD_SIGNATURE, digest.key, f"unsupported signature algorithm {algorithm}")
         elif fingerprint not in self.keys:
-            self.problem(Finding.UNKNOWN_KEY, digest.key, f"no public key given for fingerprint {fingerprint}")
+            self.problem(ProblemKind.UNKNOWN_KEY, digest.key, f"no public key given for fingerprint {fingerprint}")
         elif not _verify_signature(self.keys[fingerprint], digest.signature, digest.doc, digest.raw):
-            self.problem(Finding.BAD_SIGNATURE, digest.key,
+            self.problem(ProblemKind.BAD_SIGNATURE, digest.key,
                          f"the signature does not verify with the public key {fingerprint}")
         else:
             self.result.signatures_valid += 1
@@ -396,19 +396,19 @@ class _Verifier:
             return
         if digest.relative(str(named)) != previous.key:
             if digest.relative(str(named)) not in unreadable:
-                self.problem(Finding.CHAIN_GAP, digest.key,
+                self.problem(ProblemKind.CHAIN_GAP, digest.key,
                              f"its previous digest {named} is missing: nothing proves the deliveries between "
                              f"{_fmt(previous.end)} and {_fmt(digest.start)}")
             return
         recorded = str(digest.doc.get("previousDigestHashValue"))
         actual = hashlib.sha256(previous.raw).hexdigest()
         if recorded != actual:
-            self.problem(Finding.CHAIN_MISMATCH, previous.key,
+            self.problem(ProblemKind.CHAIN_MISMATCH, previous.key,
                          f"its SHA-256 is {actual} but the next digest {digest.key} recorded {recorded}: "
                          "it was changed after delivery")
         elif (previous.signature and digest.doc.get("previousDigestSignature") is not None
               and digest.doc["previousDigestSignature"] != previous.signature):
-            self.problem(Finding.CHAIN_MISMATCH, previous.key,
+            self.problem(ProblemKind.CHAIN_MISMATCH, previous.key,
                          f"its signature is not the one the next digest {digest.key} recorded")
 
     def check_coverage(self, covering: list[_Digest], good: list[_Digest], unreadable: set[str]) -> None:
@@ -421,11 +421,11 @@ class _Verifier:
             if named is None:
                 self.result.notes.append(f"{first.key} is the first digest of its chain (from {_fmt(first.start)})")
             elif first.relative(str(named)) not in unreadable:
-                self.problem(Finding.CHAIN_GAP, first.key,
+                self.problem(ProblemKind.CHAIN_GAP, first.key,
                              f"no digest covers {_fmt(self.day_start)} to {_fmt(first.start)}; "
                              f"its previous digest {named} is missing")
         if last.end < self.day_end and last is good[-1]:
-            self.problem(Finding.CHAIN_GAP, last.key,
+            self.problem(ProblemKind.CHAIN_GAP, last.key,
                          f"no digest covers {_fmt(last.end)} to {_fmt(self.day_end)} "
                          "(deleted, or not delivered yet)")
 
@@ -433,18 +433,19 @@ class _Verifier:
         try:
             self.storage.path(key)
         except StorageError:
-            self.problem(Finding.MISSING_LOG, key, f"listed in {digest_key} under a key that would leave the source")
+            self.problem(ProblemKind.MISSING_LOG, key,
+                         f"listed in {digest_key} under a key that would leave the source")
             return False
         if not (listed_by_listing or self.storage.exists(key)):
-            self.problem(Finding.MISSING_LOG, key, f"listed in {digest_key} but not in the source")
+            self.problem(ProblemKind.MISSING_LOG, key, f"listed in {digest_key} but not in the source")
             return False
         try:
             actual = uncompressed_sha256(self.storage.read_bytes(key))
         except BadInput as exc:
-            self.problem(Finding.UNREADABLE_LOG, key, f"listed in {digest_key}; {exc}")
+            self.problem(ProblemKind.UNREADABLE_LOG, key, f"listed in {digest_key}; {exc}")
             return False
         if actual != recorded:
-            self.problem(Finding.HASH_MISMATCH, key,
+            self.problem(ProblemKind.HASH_MISMATCH, key,
                          f"uncompressed SHA-256 is {actual}, {digest_key} recorded {recorded}: the file was changed")
             return False
         return True
@@ -464,11 +465,11 @@ class _Verifier:
                 continue
             root = obj.key.rsplit("/CloudTrail/", 1)[0]
             if (root, obj.region) in chained:
-                self.problem(Finding.UNLISTED_LOG, obj.key, "in the day's log folder but listed in no digest")
+                self.problem(ProblemKind.UNLISTED_LOG, obj.key, "in the day's log folder but listed in no digest")
             else:
                 undigested[(root, obj.region)] = undigested.get((root, obj.region), 0) + 1
         for (root, region), count in undigested.items():
-            self.problem(Finding.NO_DIGESTS, f"{root}/CloudTrail/{region}/{self.day:%Y/%m/%d}",
+            self.problem(ProblemKind.NO_DIGESTS, f"{root}/CloudTrail/{region}/{self.day:%Y/%m/%d}",
                          f"{count} file(s) delivered but no digest found for this account and region "
                          "(is log file validation enabled on the trail?)")
 

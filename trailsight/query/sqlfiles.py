@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 
 from trailsight.errors import UsageError
+from trailsight.query.detection_library import DERIVED_NAME, derived_sql, load_library
 from trailsight.resources import package_folder
 
 SQL_DIR = package_folder("trailsight.sql")
@@ -73,8 +74,10 @@ def load_views() -> tuple[SqlFile, ...]:
 
 @cache
 def load_derived() -> tuple[SqlFile, ...]:
-    """Tables derived from each data file of the lake (`sql/derived/*.sql`), see trailsight.lake.derived."""
-    return _load_folder(DERIVED_DIR)
+    """Tables derived from each data file of the lake (`sql/derived/*.sql`, and `detection_events` compiled from
+    the detection library), see trailsight.lake.derived."""
+    library = parse_sql_file(DERIVED_NAME, derived_sql(load_library()))
+    return (*_load_folder(DERIVED_DIR), library)
 
 
 def _load_folder(folder: Path) -> tuple[SqlFile, ...]:

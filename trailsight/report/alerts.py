@@ -18,10 +18,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from trailsight.errors import TrailsightError, UsageError
+from trailsight.report.severity import SEVERITY_RANK
 from trailsight.storage.aws import client
 from trailsight.storage.store import Storage, as_storage
 
-SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 LEDGER_PREFIX = "_trailsight/alerts"
 MAX_EVENTS_LISTED = 5
 
@@ -46,30 +46,37 @@ def _at_least(severity: str, minimum: str) -> bool:
 
 
 def alerts_from_findings(day: date, findings: list[dict[str, Any]], min_severity: str = "high") -> list[Alert]:
-    """One alert per (control, account) among the findings at or above `min_severity`."""
+    """One alert per (control, account) among the findings at or above `min_severity`; new ones first (a
+    detection that did not fire for the principal in the week before), then by severity and magnitude."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for finding in findings:
         if _at_least(finding["severity"], min_severity):
             groups.setdefault((finding["control"], finding["account"]), []).append(finding)
-    alerts = []
+    ranked: list[tuple[tuple[int, int, float], Alert]] = []
     for (control, account), members in sorted(groups.items()):
         first = members[0]
         severity = max((m["severity"] for m in members), key=lambda s: SEVERITY_RANK.get(s, 0))
         count = sum(int(m.get("count") or 0) for m in members)
         principals = sorted({m.get("principal") or "-" for m in members})
         event_ids = [e.get("eventid") for m in members for e in m.get("events", []) if e.get("eventid")]
-        subject = f"[trailsight] {severity.upper()} {first['title']} in {account} on {day}"
+        new = any(m.get("new") for m in members)
+        ratio = max(float((m.get("magnitude") or {}).get("ratio", 0)) for m in members)
+        subject = f"[trailsight] {'NEW ' if new else ''}{severity.upper()} {first['title']} in {account} on {day}"
         lines = [
             f"{first['title']} ({control}), severity {severity}, account {account}, {day}.",
             f"Why: {first.get('why', '')}",
             f"Events: {count}; principals: {', '.join(principals[:10])}",
         ]
+        if ratio >= 10:
+            lines.append(f"Magnitude: {ratio:,.0f} times the principal's usual daily count")
         if event_ids:
             lines.append(f"Event IDs (first {MAX_EVENTS_LISTED}): {', '.join(event_ids[:MAX_EVENTS_LISTED])}")
         fingerprint = hashlib.sha256(f"{day}|{control}|{account}".encode()).hexdigest()[:32]
-        alerts.append(Alert(fingerprint, severity, subject[:100], "\n".join(lines),
-                            {"severity": severity, "control": control, "account": account, "day": str(day)}))
-    return alerts
+        alert = Alert(fingerprint, severity, subject[:100], "\n".join(lines),
+                      {"severity": severity, "control": control, "account": account, "day": str(day),
+                       "new": str(new).lower()})
+        ranked.append(((0 if new else 1, -SEVERITY_RANK.get(severity, 0), -ratio), alert))
+    return [alert for _, alert in sorted(ranked, key=lambda pair: pair[0])]
 
 
 @dataclass

@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from trailsight.errors import QueryError, UsageError
+from trailsight.errors import UsageError
 from trailsight.integrity.digests import verify_digests
 from trailsight.lake import layout
 from trailsight.query.engine import Engine, EngineSettings, open_engine
-from trailsight.query.sqlfiles import load_sql
+from trailsight.report.incidents import build_incidents
+from trailsight.report.queries import Rows, run_report_sql
 from trailsight.resources import package_folder
 from trailsight.storage.store import Storage, as_storage
 
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from trailsight.report.insights import SpikeConfig
 
 LakeLike = str | Path | Storage
-Rows = list[dict[str, Any]]
 DEFAULT_LIMIT = 50
 LIST_LIMIT = 20
 MESSAGE_LIMIT = 300
@@ -52,20 +52,7 @@ DENIED_FAMILIES = ("access_denied", "authentication")
 NOISE_FAMILIES = ("throttling", "not_found", "conflict", "dry_run")
 
 
-# --- running SQL files -----------------------------------------------------------------------------------
-
-
-def run_report_sql(engine: Engine, name: str, **parameters: Any) -> Rows:
-    """Run `sql/<name>.sql` with exactly the parameters its header names, bound (never pasted)."""
-    query = load_sql(name)
-    wanted, given = set(query.parameters), set(parameters)
-    if wanted != given:
-        raise UsageError(f"{name}.sql takes parameters {sorted(wanted)}, got {sorted(given)}")
-    try:
-        columns, rows = engine.query(query.sql, {key: parameters[key] for key in query.parameters}, query.arrays)
-    except QueryError as exc:
-        raise QueryError(f"report query {name} failed: {exc}") from exc
-    return [dict(zip(columns, row, strict=True)) for row in rows]
+# --- connections -------------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -331,6 +318,7 @@ class ReportSummary:
     failed: int = 0
     spikes: int = 0
     findings: dict[str, int] = field(default_factory=dict)
+    new_findings: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     engine: dict[str, Any] = field(default_factory=dict)
@@ -343,8 +331,10 @@ class ReportSummary:
 
 
 def run_reports(lake: LakeLike, day: date | str, reports: str | list[str] | None = None,
-                engine: Engine | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
-    """Run the selected reports on one connection; returns their data and the seconds each took."""
+                engine: Engine | None = None, detection: DetectionConfig | None = None
+                ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Run the selected reports on one connection; returns their data and the seconds each took. `detection`
+    configures the security report (thresholds, suppression file)."""
     day = as_day(day)
     storage = as_storage(lake)
     results: dict[str, dict[str, Any]] = {}
@@ -353,20 +343,24 @@ def run_reports(lake: LakeLike, day: date | str, reports: str | list[str] | None
         for name in select_reports(reports):
             started = time.perf_counter()
             function = REPORTS[name]
-            results[name] = function(storage, day, engine=c)
+            options = {"config": detection} if name == "security" and detection else {}
+            results[name] = function(storage, day, engine=c, **options)
             seconds[name] = round(time.perf_counter() - started, 3)
     return results, seconds
 
 
 def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path | Storage,
                        reports: str | list[str] | None = None, engine: EngineSettings | None = None,
-                       source: LakeLike | None = None, public_keys: str | Path | None = None) -> ReportSummary:
+                       source: LakeLike | None = None, public_keys: str | Path | None = None,
+                       detection: DetectionConfig | None = None,
+                       sigma_rules: str | Path | None = None) -> ReportSummary:
     """Run the reports for one UTC day and write JSON, CSV, insights.json, report.md and report.html into
     `out_dir`: a folder or an s3:// prefix.
 
     With Athena as the `engine` the same SQL files run on Athena instead of DuckDB; the bytes scanned and their
     cost are recorded in the summary (`engine`). With the raw `source`, the day's log files are also verified
-    against CloudTrail's digests (`integrity`).
+    against CloudTrail's digests (`integrity`). With `sigma_rules` (a folder of Sigma rules) each rule is run over
+    the day too (`sigma`); rules that cannot be converted or run are listed with their reason.
     """
     from trailsight.report.html import render_html, render_markdown
 
@@ -374,11 +368,20 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path | St
     out = as_storage(out_dir)
     running = open_engine(as_storage(lake), engine)
     try:
-        results, seconds = run_reports(lake, day, reports, engine=running)
+        results, seconds = run_reports(lake, day, reports, engine=running, detection=detection)
+        if sigma_rules is not None:
+            from trailsight.report.sigma import convert_rules, run_sigma_rules
+
+            rules = [r.as_dict() for r in run_sigma_rules(running, convert_rules(sigma_rules), day)]
+            results["sigma"] = {"day": day, "rules": rules, "table": [
+                {k: r[k] for k in ("path", "title", "level", "matches", "error")} for r in rules]}
         stats = running.stats()
     finally:
         running.close()
     summary = ReportSummary(day, out.url, list(results), seconds=seconds, engine=stats)
+    if "sigma" in results:
+        summary.warnings += [f"Sigma rule {r['path']} skipped: {r['error']}" for r in results["sigma"]["rules"]
+                             if r["error"]]
     results["summary"]["engine"] = summary.engine
     results["summary"]["lake"] = as_storage(lake).url  # for the page's queries: `trailsight sql --lake ...`
     if source is not None:
@@ -394,6 +397,8 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path | St
         summary.spikes = len(results["spikes"]["insights"])
         summary.notes += results["spikes"]["notes"]  # short history is expected on a new lake, not a failure
     if "security" in results:
+        insights = results["spikes"]["insights"] if "spikes" in results else []
+        results["security"]["incidents"] = build_incidents(results["security"]["findings"], insights)
         summary.findings = results["security"]["by_severity"]
         summary.finding_details = jsonable(results["security"]["findings"])
         results["summary"]["trend"][-1]["findings"] = sum(summary.findings.values())
@@ -402,6 +407,8 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path | St
             per_account[finding["account"]] = per_account.get(finding["account"], 0) + 1
         for row in results["summary"]["by_account"]:
             row["findings"] = per_account.get(row["account"], 0)
+        summary.new_findings = results["security"]["new_by_severity"]
+        summary.warnings += results["security"]["notes"]
 
     def write(name: str, data: bytes | str) -> None:
         out.write_bytes(name, data if isinstance(data, bytes) else data.encode())

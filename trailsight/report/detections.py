@@ -15,8 +15,10 @@ Deliberate choices, each tested with events that must fire and near-misses that 
 - CIS change controls match attempts whether or not they succeeded, as the metric filters do; the extras
   that claim a state changed (world-open security group, monitoring disabled, credentials for another user,
   console sign-in without MFA) only match successful calls.
-- A ConsoleLogin without error code or message is a success: it avoids reading responseElements, by far the
-  largest column of the lake.
+- A ConsoleLogin is a failure when it has an error code or message, or responseElements.ConsoleLogin says
+  Failure (some failures carry no errorMessage); responseElements is read for ConsoleLogin events only.
+- Password spraying counts each failure with a hidden user name (CloudTrail hides names that do not exist) as
+  a name of its own.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from typing import Any
 import orjson
 
 from trailsight.lake.layout import lake_partitions
+from trailsight.query.detection_library import DERIVED_NAME, Detection, load_library
 from trailsight.query.engine import Engine
+from trailsight.report.queries import run_report_sql
+from trailsight.report.severity import SEVERITIES
+from trailsight.report.triage import History, Key, apply_suppressions, key_of, load_suppressions, triage
 from trailsight.storage.store import Storage
-
-SEVERITIES = ("critical", "high", "medium", "low")
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,8 @@ class DetectionConfig:
     spraying_min_users: int = 5
     new_region_history_days: int = 90
     max_events_per_finding: int = 50
+    routine_history_days: int = 7  # a finding is new when it did not fire in these days before
+    suppression_file: str | None = None
 
 
 @dataclass
@@ -171,11 +177,18 @@ class Finding:
     why: str
     events: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    technique: str | None = None  # MITRE ATT&CK technique id, for library detections
+    tactic: str | None = None
+    new: bool | None = None  # did not fire for this account and principal in the history days (see triage)
+    magnitude: dict[str, Any] = field(default_factory=dict)
+    base_severity: str | None = None  # before the magnitude raised it
 
     def row(self) -> dict[str, Any]:
-        return {"severity": self.severity, "control": self.control, "title": self.title,
-                "cis": (self.cis or {}).get("v1.4-v5.0"), "account": self.account, "principal": self.principal,
-                "count": self.count, "first_seen": self.first_seen, "last_seen": self.last_seen, "why": self.why}
+        return {"severity": self.severity, "new": self.new, "control": self.control, "title": self.title,
+                "cis": (self.cis or {}).get("v1.4-v5.0"), "technique": self.technique, "account": self.account,
+                "principal": self.principal, "count": self.count, "first_seen": self.first_seen,
+                "last_seen": self.last_seen, "usual_per_day": self.magnitude.get("usual_per_day"),
+                "why": self.why}
 
 
 @dataclass
@@ -183,20 +196,30 @@ class DetectionResult:
     day: date
     findings: list[Finding]
     notes: list[str]
+    suppressed: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def by_severity(self) -> dict[str, int]:
         return {s: sum(1 for f in self.findings if f.severity == s) for s in SEVERITIES}
 
+    @property
+    def new_by_severity(self) -> dict[str, int]:
+        return {s: sum(1 for f in self.findings if f.severity == s and f.new) for s in SEVERITIES}
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "day": self.day,
             "by_severity": self.by_severity,
+            "new_by_severity": self.new_by_severity,
             "notes": self.notes,
-            "findings": [{**f.row(), "cis": f.cis, "details": f.details, "events": f.events} for f in self.findings],
+            "findings": [{**f.row(), "cis": f.cis, "tactic": f.tactic, "base_severity": f.base_severity,
+                          "magnitude": f.magnitude, "details": f.details, "events": f.events}
+                         for f in self.findings],
+            "suppressed": self.suppressed,
             "table": [f.row() for f in self.findings],
             "controls": [{"id": c.id, "title": c.title, "severity": c.severity, "cis": c.cis_numbers,
                           "rule": c.rule, "why": c.why} for c in CONTROLS],
+            "library": [d.describe() for d in load_library()],
         }
 
 
@@ -248,7 +271,8 @@ def event_detail(control: Control, row: dict[str, Any]) -> str:
     if control.id == "credentials-for-another-user":
         return f"{name} for user {(parameters or {}).get('userName')}"
     if control.id in ("console-login-without-mfa", "cis-4.2") or (control.id == "cis-4.3" and name == "ConsoleLogin"):
-        outcome = "failed" if row.get("errormessage") or row.get("errorcode") else "succeeded"
+        failed = row.get("errormessage") or row.get("errorcode") or row.get("login_result") == "Failure"
+        outcome = "failed" if failed else "succeeded"
         return f"ConsoleLogin {outcome}, MFAUsed={row.get('mfa_used') or 'absent'}"
     if control.id == "cis-4.8" and parameters:
         bucket = f"{name} on bucket {parameters.get('bucketName', '?')}"
@@ -332,6 +356,65 @@ def findings_from_events(rows: list[dict[str, Any]], config: DetectionConfig) ->
     return findings
 
 
+# --- the detection library -----------------------------------------------------------------------------
+
+
+def _reaches_threshold(detection: Detection, matches: list[dict[str, Any]], shared: set[str]) -> bool:
+    threshold = detection.threshold
+    details = {str(r["detail"]) for r in matches if r.get("detail") is not None}
+    sources = {r["sourceipaddress"] for r in matches if r.get("sourceipaddress")} - shared
+    return (len(matches) >= threshold.min_events
+            and (threshold.min_distinct_details <= 1 or len(details) >= threshold.min_distinct_details)
+            and (threshold.min_distinct_sources <= 1 or len(sources) >= threshold.min_distinct_sources))
+
+
+def _library_group_finding(detection: Detection, account: str, principal: str, matches: list[dict[str, Any]],
+                           config: DetectionConfig) -> Finding:
+    """The finding of one principal's matching events (those of the groups that reached the threshold)."""
+    details = sorted({str(r["detail"]) for r in matches if r.get("detail") is not None})
+    sources = sorted({r["sourceipaddress"] for r in matches if r.get("sourceipaddress")})
+    names: dict[str, int] = {}
+    for row in matches:
+        names[row["eventname"]] = names.get(row["eventname"], 0) + 1
+    calls = ", ".join(f"{name} x{n}" if n > 1 else name for name, n in sorted(names.items()))
+    why = f"{detection.title}: {calls} by {principal}"
+    if details:
+        why += f" ({len(details)} distinct: {', '.join(details[:5])}{', ...' if len(details) > 5 else ''})"
+    if detection.threshold.min_distinct_sources > 1:
+        why += f" from {len(sources)} addresses: {', '.join(sources[:5])}"
+    why += f". Rule: library detection {detection.id} (ATT&CK {detection.technique}, {detection.tactic})."
+    return Finding(
+        detection.id, detection.title, detection.severity, None, account, principal, len(matches),
+        min(r["eventtime"] for r in matches), max(r["eventtime"] for r in matches), why,
+        [_event_summary(r, f"{r['eventname']}{': ' + str(r['detail']) if r.get('detail') else ''}")
+         for r in matches[: config.max_events_per_finding]],
+        {"distinct": details[:20], "distinct_count": len(details), "source_ips": sources[:20],
+         "references": list(detection.references)},
+        technique=detection.technique, tactic=detection.tactic)
+
+
+def library_findings(rows: list[dict[str, Any]], config: DetectionConfig) -> list[Finding]:
+    """One finding per library detection, account and principal (per detail value where the detection says so)."""
+    findings = []
+    for detection in load_library():
+        per_principal: dict[tuple[str, str], dict[str | None, list[dict[str, Any]]]] = {}
+        for row in rows:
+            if row[detection.column]:
+                part = row.get("detail") if detection.threshold.per_detail else None
+                per_principal.setdefault((row["account"], row["principal"]), {}).setdefault(part, []).append(row)
+        for (account, principal), groups in per_principal.items():
+            qualifying: list[dict[str, Any]] = []
+            for part, matches in groups.items():
+                shared = ({r["sourceipaddress"] for other, rows_of in groups.items() if other != part
+                           for r in rows_of} if detection.threshold.unshared_sources else set())
+                if _reaches_threshold(detection, matches, shared):
+                    qualifying += matches
+            if qualifying:
+                qualifying.sort(key=lambda r: (r["eventtime"], r["eventid"]))
+                findings.append(_library_group_finding(detection, account, principal, qualifying, config))
+    return findings
+
+
 # --- pattern controls ------------------------------------------------------------------------------------
 
 
@@ -347,13 +430,15 @@ def _pattern_finding(control_id: str, account: str, principal: str | None, count
 def run_detections(lake: Storage, con: Engine, day: date,
                    config: DetectionConfig | None = None) -> DetectionResult:
     """Every control for one day, findings sorted by severity then time."""
-    from trailsight.report.daily import run_report_sql
-
     config = config or DetectionConfig()
+    suppressions = load_suppressions(config.suppression_file) if config.suppression_file else []
     notes: list[str] = []
-    con.use_derived("security_flags", day, day)
+    since = day - timedelta(days=config.routine_history_days)
+    con.use_derived("security_flags", since, day)
+    con.use_derived(DERIVED_NAME, since, day)
     rows = run_report_sql(con, "security_events", day=day)
     findings = findings_from_events(rows, config)
+    findings += library_findings(run_report_sql(con, "detection_events_day", day=day), config)
     # The pattern queries count; their events are rows already read by security_events (the same predicates).
     denied: dict[tuple[str, str], list[dict[str, Any]]] = {}
     failed_logins: dict[str, list[dict[str, Any]]] = {}
@@ -361,7 +446,7 @@ def run_detections(lake: Storage, con: Engine, day: date,
         if row["cis_4_1"]:
             denied.setdefault((row["account"], row["principal"]), []).append(
                 _event_summary(row, f"{row['eventname']} denied: {row['errorcode']}"))
-        if row["cis_4_6"]:
+        if row["console_login_failed"]:
             failed_logins.setdefault(row["account"], []).append(
                 _event_summary(row, f"failed sign-in as {row['user_name'] or row['principal']}"))
 
@@ -380,8 +465,9 @@ def run_detections(lake: Storage, con: Engine, day: date,
         events = [e for e in failed_logins.get(row["account"], []) if e["sourceIPAddress"] == row["source_ip"]]
         findings.append(_pattern_finding(
             "password-spraying", row["account"], None, row["failures"], row,
-            f"{row['failures']} failed console sign-ins for {row['user_names']} user names in account "
-            f"{row['account']} from {row['source_ip']}",
+            f"{row['failures']} failed console sign-ins for {row['user_names']} user names "
+            f"({row['hidden_names']} hidden by CloudTrail as non-existent) in account {row['account']} "
+            f"from {row['source_ip']}",
             {"user_names": users, "source_ip": row["source_ip"]}, events, config))
 
     used = lake_partitions(lake, start=day - timedelta(days=config.new_region_history_days), end=day)
@@ -411,6 +497,64 @@ def run_detections(lake: Storage, con: Engine, day: date,
     if not accounts_seen:
         notes.append(f"no earlier days in the lake: first activity in a region cannot be judged for {day}")
 
+    history_days = len({d for _, d, _, _ in used if since <= d < day})
+    history = routine_history(run_report_sql(con, "security_events_history", since=since, day=day),
+                              run_report_sql(con, "detection_events_history", since=since, day=day),
+                              config, history_days)
+    if history_days < config.routine_history_days:
+        notes.append(f"the lake holds {history_days} of the {config.routine_history_days} days before {day}: "
+                     "findings are marked new against that shorter history")
+    triage(findings, history)
+    findings, suppressed, expired = apply_suppressions(findings, suppressions, day)
+    notes += expired
     order = {s: i for i, s in enumerate(SEVERITIES)}
-    findings.sort(key=lambda f: (order[f.severity], f.first_seen, f.control, f.account, f.principal or ""))
-    return DetectionResult(day, findings, notes)
+    findings.sort(key=lambda f: (order[f.severity], not f.new, -f.magnitude["ratio"], f.first_seen, f.control,
+                                 f.account, f.principal or ""))
+    return DetectionResult(day, findings, notes, suppressed)
+
+
+def routine_history(flag_rows: list[dict[str, Any]], library_rows: list[dict[str, Any]], config: DetectionConfig,
+                    history_days: int) -> History:
+    """Which detections fired for which account and principal on the days before, and their matching events.
+
+    Per-event controls fire on any matching event; library detections are judged per day with their thresholds;
+    the pattern controls are approximated from their flags (an access-denied burst from denials on at least
+    `access_denied_min_apis` APIs, spraying from failed sign-ins for `spraying_min_users` names from one source).
+    """
+    fired: set[Key] = set()
+    events: dict[Key, int] = {}
+
+    def count(key: Key) -> None:
+        events[key] = events.get(key, 0) + 1
+
+    denied_apis: dict[tuple[date, str, str], set[str]] = {}
+    sprayed: dict[tuple[date, str, str], set[str]] = {}
+    for row in flag_rows:
+        for control in CONTROLS:
+            if control.column and row.get(control.column):
+                key = (control.id, row["account"], row["principal"])
+                fired.add(key)
+                count(key)
+        if row["cis_4_1"]:
+            denied_apis.setdefault((row["event_date"], row["account"], row["principal"]), set()).add(
+                f"{row['eventsource']}:{row['eventname']}")
+            count(("access-denied-burst", row["account"], row["principal"]))
+        if row["console_login_failed"]:
+            name = row["user_name"] or row["principal_id"] or "unknown"
+            hidden = name == "HIDDEN_DUE_TO_SECURITY_REASONS"
+            sprayed.setdefault((row["event_date"], row["account"], row["sourceipaddress"] or "unknown"), set()).add(
+                f"{name}#{row['eventid']}" if hidden else name)
+            count(("password-spraying", row["account"], None))
+    fired |= {("access-denied-burst", account, principal) for (_, account, principal), apis in denied_apis.items()
+              if len(apis) >= config.access_denied_min_apis}
+    fired |= {("password-spraying", account, None) for (_, account, _), names in sprayed.items()
+              if len(names) >= config.spraying_min_users}
+    by_day: dict[date, list[dict[str, Any]]] = {}
+    for row in library_rows:
+        by_day.setdefault(row["event_date"], []).append(row)
+        for detection in load_library():
+            if row[detection.column]:
+                count((detection.id, row["account"], row["principal"]))
+    for day_rows in by_day.values():
+        fired |= {key_of(f) for f in library_findings(day_rows, config)}
+    return History(frozenset(fired), events, history_days, config.routine_history_days)

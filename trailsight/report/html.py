@@ -12,6 +12,8 @@ import math
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from trailsight.report.severity import SEVERITIES
+
 SEVERITY_COLORS = {"critical": "#7f1d1d", "high": "#c2410c", "medium": "#b45309", "low": "#4b5563"}
 READ_COLOR, WRITE_COLOR, FAIL_COLOR, LINE_COLOR = "#93c5fd", "#2563eb", "#dc2626", "#111827"
 BAND_COLOR, BAND_TEXT, BAND_MIN_PX = "#3b82f6", "#1d4ed8", 8
@@ -480,28 +482,84 @@ def _finding_events(finding: dict[str, Any]) -> str:
                   finding["events"][:20], formats={"eventTime": _time, "eventID": _mono})
 
 
+def _needs_attention(finding: dict[str, Any]) -> bool:
+    """New and high or critical, or far above the principal's own history (see trailsight.report.triage)."""
+    return bool((finding.get("new") and finding["severity"] in ("critical", "high"))
+                or (finding.get("magnitude") or {}).get("ratio", 0) >= 10)
+
+
+def _finding_labels(finding: dict[str, Any]) -> str:
+    labels = []
+    if finding.get("cis"):
+        labels.append(f'CIS {esc(finding["cis"]["v1.4-v5.0"])}')
+    if finding.get("technique"):
+        labels.append(f'ATT&amp;CK {esc(finding["technique"])}')
+    labels.append("<b>new</b>" if finding.get("new") else "routine")
+    magnitude = finding.get("magnitude") or {}
+    if magnitude.get("ratio", 0) >= 10:
+        labels.append(f'{magnitude["ratio"]:,.0f}x the usual {magnitude["usual_per_day"]:g}/day')
+    return " · ".join(labels)
+
+
+def _finding_detail(finding: dict[str, Any], opened: bool, day: date | None, lake: str | None) -> str:
+    level = finding["severity"]
+    return (f'<details{" open" if opened else ""}><summary><span class="badge" '
+            f'style="background:{SEVERITY_COLORS[level]}">{esc(level)}</span> <b>{esc(finding["title"])}</b> · '
+            f'{_finding_labels(finding)} · <span class="account">{esc(finding["account"])}</span> · '
+            f'{_mono(finding["principal"] or "")} · {finding["count"]} event(s)</summary><p>{esc(finding["why"])}</p>'
+            f'{_finding_events(finding)}{finding_query(finding, day, lake) if day else ""}</details>')
+
+
+def incidents_section(incidents: list[dict[str, Any]]) -> str:
+    """One story per principal: its findings and spikes of the day on one timeline (trailsight.report.incidents)."""
+    parts = ['<section id="incidents"><h2>Incidents</h2><p class="muted">Findings and spikes of one principal, '
+             'on one timeline; incidents with something new or several high findings.</p>']
+    for incident in incidents:
+        level = incident["severity"]
+        rows = [{"time": i["time"], "kind": i["kind"], "what": i["what"], "severity": i["severity"],
+                 "new": "new" if i["new"] else "routine", "count": i["count"], "technique": i["technique"] or "",
+                 "why": i["why"]} for i in incident["timeline"]]
+        table = _table([("time", "time"), ("kind", "kind"), ("what", "what"), ("severity", "severity"),
+                        ("new", "new?"), ("count", "events"), ("technique", "ATT&CK"), ("why", "why")],
+                       rows, {"count"}, {"time": _time})
+        techniques = ", ".join(incident["techniques"])
+        parts.append(f'<details{" open" if incident["new"] else ""}><summary><span class="badge" '
+                     f'style="background:{SEVERITY_COLORS[level]}">{esc(level)}</span> '
+                     f'{_mono(incident["principal"])} · {esc(incident["account"])} · {_time(incident["first_seen"])}'
+                     f' to {_time(incident["last_seen"])} · {incident["findings"]} finding(s), {incident["spikes"]} '
+                     f'spike(s){" · " + esc(techniques) if techniques else ""}</summary>{table}</details>')
+    if not incidents:
+        parts.append('<p class="muted">No incident on this day.</p>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def findings_section(data: dict[str, Any], day: date | None = None, lake: str | None = None) -> str:
-    """Critical and high findings one by one, opened; medium and low grouped per control, closed."""
+    """New and high-magnitude findings first, opened; then the rest: critical and high one by one, medium and
+    low grouped per control, closed; suppressed findings last, with their reason."""
     severity = data["by_severity"]
     chips = " ".join(f'<span class="badge" style="background:{SEVERITY_COLORS[s]}">{esc(s)} {severity[s]}</span>'
-                     for s in SEVERITY_COLORS)
+                     for s in SEVERITIES)
+    new = data.get("new_by_severity") or {}
     parts = [f'<section id="findings"><h2>Security findings</h2><p>{chips}</p>']
+    if new:
+        parts.append(f'<p class="muted">New (not seen for the account and principal in the week before): '
+                     f'{", ".join(f"{n} {s}" for s, n in new.items())}.</p>')
     for note in data["notes"]:
         parts.append(f'<p class="muted">{esc(note)}</p>')
-    for level in SEVERITY_COLORS:
-        items = [f for f in data["findings"] if f["severity"] == level]
+    attention = [f for f in data["findings"] if _needs_attention(f)]
+    if attention:
+        parts.append(f'<h3>Needs attention: {len(attention)} new or far above usual</h3>')
+        parts += [_finding_detail(f, opened=True, day=day, lake=lake) for f in attention]
+    rest = [f for f in data["findings"] if not _needs_attention(f)]
+    for level in SEVERITIES:
+        items = [f for f in rest if f["severity"] == level]
         if not items:
             continue
         parts.append(f'<h3><span class="badge" style="background:{SEVERITY_COLORS[level]}">{esc(level)}</span> '
                      f'{len(items)} finding(s)</h3>')
         if level in ("critical", "high"):
-            for finding in items:
-                cis = f' · CIS {esc(finding["cis"]["v1.4-v5.0"])}' if finding.get("cis") else ""
-                parts.append(f'<details open><summary><b>{esc(finding["title"])}</b>{cis} · '
-                             f'<span class="account">{esc(finding["account"])}</span> · '
-                             f'{_mono(finding["principal"] or "")} · '
-                             f'{finding["count"]} event(s)</summary><p>{esc(finding["why"])}</p>'
-                             f'{_finding_events(finding)}{finding_query(finding, day, lake) if day else ""}</details>')
+            parts += [_finding_detail(f, opened=False, day=day, lake=lake) for f in items]
             continue
         by_control: dict[str, list[dict[str, Any]]] = {}
         for finding in items:
@@ -509,11 +567,13 @@ def findings_section(data: dict[str, Any], day: date | None = None, lake: str | 
         for title, group in sorted(by_control.items(), key=lambda kv: -sum(f["count"] for f in kv[1])):
             cis = f' · CIS {esc(group[0]["cis"]["v1.4-v5.0"])}' if group[0].get("cis") else ""
             rows = [{"account": f["account"], "principal": f["principal"], "count": f["count"],
+                     "new": "new" if f.get("new") else "routine",
                      "first_seen": f["first_seen"], "last_seen": f["last_seen"],
                      "example": f["events"][0]["detail"] if f["events"] and "detail" in f["events"][0] else ""}
                     for f in sorted(group, key=lambda f: -f["count"])]
             table = _table([("account", "account"), ("principal", "principal"), ("count", "events"),
-                            ("first_seen", "first"), ("last_seen", "last"), ("example", "example")],
+                            ("new", "new?"), ("first_seen", "first"), ("last_seen", "last"),
+                            ("example", "example")],
                            rows, {"count"}, {"principal": _mono, "first_seen": _time, "last_seen": _time})
             group_events = {"events": [e for f in group for e in f["events"]], "count": sum(f["count"] for f in group)}
             table += finding_query(group_events, day, lake) if day else ""
@@ -522,6 +582,11 @@ def findings_section(data: dict[str, Any], day: date | None = None, lake: str | 
                          f'{esc(group[0]["why"].split(". Rule: ")[-1])}</p>{table}</details>')
     if not data["findings"]:
         parts.append('<p class="muted">No finding on this day.</p>')
+    if data.get("suppressed"):
+        table = _table([("control", "detection"), ("account", "account"), ("principal", "principal"),
+                        ("count", "events"), ("reason", "reason"), ("expires", "until")],
+                       data["suppressed"], {"count"}, {"principal": _mono})
+        parts.append(f'<details><summary>{len(data["suppressed"])} suppressed finding(s)</summary>{table}</details>')
     parts.append("</section>")
     return "".join(parts)
 
@@ -550,6 +615,7 @@ def render_html(day: date, results: dict[str, dict[str, Any]], summary: Any) -> 
     if "spikes" in results:
         sections.append(spikes_section(results["spikes"]))
     if "security" in results:
+        sections.append(incidents_section(results["security"].get("incidents", [])))
         sections.append(findings_section(results["security"], day, results["summary"].get("lake")))
     if "integrity" in results:
         sections.append(integrity_section(results["integrity"]))

@@ -1,0 +1,1 @@
+"""Derived-table definitions kept beside each data file, shipped as trailsight.sql.derived."""
