@@ -24,7 +24,7 @@ from trailsight.lake.derived import Deriver
 from trailsight.lake.layout import QUARANTINE_PREFIX, partition_hashes, partition_key
 from trailsight.lake.lock import _pid_alive
 from trailsight.schema import arrow_schema, load_schema
-from trailsight.storage.store import Storage
+from trailsight.storage.store import Storage, write_objects
 
 # Rows in memory, or the path of an Arrow file they were spilled to.
 Rows = pa.Table | str
@@ -68,6 +68,13 @@ PARQUET_OPTIONS = {
 @cache
 def _file_schema() -> pa.Schema:
     return arrow_schema(load_schema())
+
+
+def parquet_file_bytes(rows: pa.Table) -> pa.Buffer:
+    """Rows encoded as a lake data file: the lake's schema and Parquet options."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(rows.cast(_file_schema()), sink, **PARQUET_OPTIONS)
+    return sink.getvalue()
 
 
 def _hash_of_hashes(hashes: np.ndarray) -> str:
@@ -128,6 +135,7 @@ def write_files(lake: Storage, files: list[FileToWrite], deriver: Deriver, owner
     already have taken the lock over.
     """
     to_derive = []
+    encoded = []
     for file in files:
         if owner is not None and not _pid_alive(owner):
             raise TrailsightError(f"the ingest that holds the lake's lock (pid {owner}) is gone; not writing")
@@ -135,13 +143,12 @@ def write_files(lake: Storage, files: list[FileToWrite], deriver: Deriver, owner
         for piece in file.pieces:
             if isinstance(piece, str):
                 os.unlink(piece)
-        sink = pa.BufferOutputStream()
-        pq.write_table(rows.cast(_file_schema()), sink, **PARQUET_OPTIONS)
-        lake.write_bytes(file.key, sink.getvalue())
-        del sink
+        encoded.append((file.key, parquet_file_bytes(rows)))
         if file.partition[0] == CLOUDTRAIL_TABLE:
             to_derive.append((file.key, file.partition, rows))
         del rows
+    write_objects(lake, encoded)  # together: the files' round trips (S3) or fsyncs (local) overlap
+    del encoded
     # After the data files: a file that a crash leaves without its derived files is derived when read.
     deriver.write(lake, to_derive)
     del to_derive
