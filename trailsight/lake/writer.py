@@ -21,7 +21,7 @@ from trailsight.convert.records import (
 )
 from trailsight.errors import TrailsightError
 from trailsight.lake.derived import Deriver
-from trailsight.lake.layout import QUARANTINE_PREFIX, partition_hashes, partition_key
+from trailsight.lake.layout import QUARANTINE_PREFIX, part_name, partition_files, partition_key, read_hashes
 from trailsight.lake.lock import _pid_alive
 from trailsight.schema import arrow_schema, load_schema
 from trailsight.storage.store import Storage, write_objects
@@ -182,6 +182,7 @@ class PartitionWriter:
         self.buffers: dict[Partition, list[RowPiece]] = {}
         self.buffered: dict[Partition, int] = {}
         self.known: dict[Partition, np.ndarray] = {}
+        self.epochs: dict[Partition, int] = {}  # each partition's compaction epoch, which its new files are named with
         self.written = 0
         self.duplicates = 0
         self.files_written: list[str] = []
@@ -200,7 +201,8 @@ class PartitionWriter:
 
     def _existing_hashes(self, partition: Partition) -> np.ndarray:
         if partition not in self.known:
-            self.known[partition] = partition_hashes(self.lake, partition)
+            keys, self.epochs[partition] = partition_files(self.lake, partition)
+            self.known[partition] = read_hashes(self.lake, keys)
         return self.known[partition]
 
     def flush(self, partition: Partition) -> None:
@@ -219,7 +221,7 @@ class PartitionWriter:
         times = np.concatenate([piece.times for piece in pieces])
         ordered = fresh[np.lexsort((hashes[fresh], times[fresh]))]
         new_hashes = hashes[ordered]
-        key = f"{partition_key(partition)}/part-{_hash_of_hashes(new_hashes)}.parquet"
+        key = f"{partition_key(partition)}/{part_name(self.epochs[partition], _hash_of_hashes(new_hashes))}"
         self.round.append(FileToWrite(key, partition, [piece.rows for piece in pieces], ordered))
         self.known[partition] = np.sort(np.concatenate([existing, new_hashes]))
         self.written += len(ordered)
