@@ -15,14 +15,14 @@ measured side by side and repeated `--repeat` times in alternating order, since 
    from the same server behind bench/latency_proxy.py adding `--delay` seconds to every request;
 3. org: one day of an organisation trail (accounts x regions folders, one tiny object each, as the layout is what
    listing pays for) discovered through the proxy: LIST calls, all requests and seconds;
-4. compact: objects per day in the small archive's lake before and after `trailsight compact`, and the seconds
-   and Parquet bytes of one day's reports before and after.
+4. compact: the small archive's first `--compact-days` days ingested one run per day (as the daily flow does),
+   then `trailsight compact`: data objects per day, and the seconds and Parquet bytes read of one day's
+   reports (bench/reports_bench.py's measurement), before and after.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import shutil
@@ -30,8 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import psutil
@@ -131,7 +130,8 @@ def ingest_section(archives: dict[str, Path], work: Path, repeat: int) -> None:
                          spread(ratios) if kind == "trailsight" else "1"])
         parquet = sum(p.stat().st_size for p in (work / f"{name}-trailsight").rglob("*.parquet")
                       if "/_derived/" not in p.as_posix())
-        data_files = sum(1 for p in (work / f"{name}-trailsight").rglob("*.parquet") if "/_derived/" not in p.as_posix())
+        data_files = sum(1 for p in (work / f"{name}-trailsight").rglob("*.parquet")
+                         if "/_derived/" not in p.as_posix())
         print(f"{name}: trailsight wrote {data_files:,} data files, {parquet / 2**20:,.0f} MiB "
               f"(gzip input {gzip_bytes / 2**20:,.0f} MiB)")
     print()
@@ -253,35 +253,78 @@ def objects_per_day(lake: Path) -> dict[str, int]:
     return counts
 
 
-def report_figures(lake: Path, day: date) -> tuple[float, int]:
-    """Seconds and Parquet bytes read by every report of one day (bench/reports_bench.py's measurement)."""
+def report_figures(lake: Path, day: date, repeat: int) -> tuple[list[float], int]:
+    """Seconds (each repeat) and Parquet bytes read by every daily report of one day, as bench/reports_bench.py
+    measures them (DuckDB's profiling, in a fresh connection per report)."""
     sys.path.insert(0, str(BENCH))
     import reports_bench
 
-    return reports_bench.reports_cost(lake, day)
+    from trailsight.report.daily import REPORTS
+
+    seconds, bytes_read = [], 0
+    for _ in range(repeat):
+        total, bytes_read = 0.0, 0
+        for name in REPORTS:
+            spent, measure = reports_bench.run_report(lake, name, day)
+            total += spent
+            bytes_read += measure.bytes_read
+        seconds.append(total)
+    return seconds, bytes_read
 
 
-def compact_section(lake: Path, day: date, timed: Callable[[], object]) -> None:
+def compact_section(archive: Path, work: Path, days: int, repeat: int) -> None:
+    """A lake made as users make it, one run per day (each reading the next day's first hours for late events),
+    then compacted."""
     from trailsight.lake.compact import compact
+    from trailsight.lake.ingest import ingest
 
-    print(f"\n## 4. compaction of the small archive's lake ({lake})\n")
+    lake = work / "compact-lake"
+    shutil.rmtree(lake, ignore_errors=True)
+    first = date(2024, 5, 1)
+    for number in range(days):
+        day = first + timedelta(days=number)
+        ingest(archive, lake, day, day, workers=2)
+    report_day = first + timedelta(days=days // 2)
+    print(f"\n## 4. compaction: the small archive's first {days} days ingested one run per day, then compacted\n")
     before = objects_per_day(lake)
-    report_before = report_figures(lake, day)
+    report_before = report_figures(lake, report_day, repeat)
     started = time.monotonic()
     summary = compact(str(lake))
     seconds = time.monotonic() - started
     after = objects_per_day(lake)
-    report_after = report_figures(lake, day)
-    print(f"compacted {summary.partitions_compacted:,} partitions ({summary.files_before:,} files into "
-          f"{summary.files_after:,}) in {seconds:.1f} s")
-    print_table(["", "data objects per day median (max)", f"reports of {day}: seconds", "Parquet bytes read"], [
-        ["before", f"{statistics.median(before.values()):.0f} ({max(before.values())})", f"{report_before[0]:.2f}",
+    report_after = report_figures(lake, report_day, repeat)
+    print(f"compacted {summary.partitions_compacted:,} of {summary.partitions_seen:,} partitions "
+          f"({summary.files_before:,} files into {summary.files_after:,}, {summary.rows:,} rows) in {seconds:.1f} s")
+    print_table(["", "data objects per day: median (max)", f"all reports of {report_day}: seconds",
+                 "Parquet bytes read"], [
+        ["before", f"{statistics.median(before.values()):.0f} ({max(before.values())})", spread(report_before[0]),
          f"{report_before[1]:,}"],
-        ["after", f"{statistics.median(after.values()):.0f} ({max(after.values())})", f"{report_after[0]:.2f}",
+        ["after", f"{statistics.median(after.values()):.0f} ({max(after.values())})", spread(report_after[0]),
          f"{report_after[1]:,}"]])
 
 
 # --- main ------------------------------------------------------------------------------------------------
+
+
+def start_moto() -> tuple[subprocess.Popen, str, int]:
+    """moto's S3 server in a process of its own, so that it does not share this one's interpreter lock with the
+    proxy and the listing threads (a real bucket does not either)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, "127.0.0.1", port
+        except OSError:
+            time.sleep(0.2)
+    server.terminate()
+    raise SystemExit("moto's server did not start")
 
 
 def own_archive(data: Path, days: int, events_per_day: int) -> Path:
@@ -309,6 +352,7 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.03)
     parser.add_argument("--org-accounts", type=int, default=500)
     parser.add_argument("--org-regions", type=int, default=17)
+    parser.add_argument("--compact-days", type=int, default=7)
     parser.add_argument("--sections", default="ingest,s3,org,compact")
     args = parser.parse_args()
     if args.child:
@@ -326,14 +370,11 @@ def main() -> None:
         ingest_section(archives, work, args.repeat)
     if sections & {"s3", "org"}:
         import boto3
-        from moto.server import ThreadedMotoServer
 
         sys.path.insert(0, str(BENCH))
         from latency_proxy import LatencyProxy
 
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
+        server, host, port = start_moto()
         proxy = LatencyProxy(host, port, args.delay).start()
         client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
                               aws_access_key_id="bench", aws_secret_access_key="bench")
@@ -345,12 +386,10 @@ def main() -> None:
                 org_section(client, proxy, args.org_accounts, args.org_regions, proxy.endpoint)
         finally:
             proxy.stop()
-            server.stop()
+            server.terminate()
+            server.wait()
     if "compact" in sections:
-        lake = work / "small files-trailsight"
-        if not lake.exists():
-            run_child("trailsight", str(args.small), lake)
-        compact_section(lake, date(2024, 5, 14), lambda: None)
+        compact_section(args.small, work, args.compact_days, args.repeat)
     print(f"\nbench took {time.monotonic() - began:.0f} s")
 
 

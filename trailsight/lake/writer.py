@@ -139,7 +139,9 @@ def write_files(lake: Storage, files: list[FileToWrite], deriver: Deriver, owner
     for file in files:
         if owner is not None and not _pid_alive(owner):
             raise TrailsightError(f"the ingest that holds the lake's lock (pid {owner}) is gone; not writing")
-        rows = pa.concat_tables([load(piece) for piece in file.pieces]).take(pa.array(file.order))
+        rows = pa.concat_tables([load(piece) for piece in file.pieces])
+        if not np.array_equal(file.order, np.arange(rows.num_rows)):  # often already in time order, once each
+            rows = rows.take(pa.array(file.order))
         for piece in file.pieces:
             if isinstance(piece, str):
                 os.unlink(piece)
@@ -181,6 +183,8 @@ class PartitionWriter:
         self.workers = workers
         self.buffers: dict[Partition, list[RowPiece]] = {}
         self.buffered: dict[Partition, int] = {}
+        self.last_added: dict[Partition, int] = {}
+        self.added = 0
         self.known: dict[Partition, np.ndarray] = {}
         self.epochs: dict[Partition, int] = {}  # each partition's compaction epoch, which its new files are named with
         self.written = 0
@@ -193,10 +197,16 @@ class PartitionWriter:
     def add(self, partition: Partition, piece: RowPiece) -> None:
         self.buffers.setdefault(partition, []).append(piece)
         self.buffered[partition] = self.buffered.get(partition, 0) + len(piece.hashes)
+        self.added += 1
+        self.last_added[partition] = self.added
         if sum(self.buffered.values()) > self.max_rows:
-            # Flush the largest partitions down to half the budget: fewer, larger files than flushing one at a time.
-            while sum(self.buffered.values()) > self.max_rows // 2:
-                self.flush(max(self.buffered, key=self.buffered.__getitem__))
+            # Flush down to half the budget, the partitions that gained no rows for longest first: files arrive
+            # sorted by account, region and day, so those are complete and make one file each for the run, where
+            # flushing the largest wrote the partitions still filling, several times over (4 files per partition).
+            for oldest in sorted(self.buffered, key=self.last_added.__getitem__):
+                if sum(self.buffered.values()) <= self.max_rows // 2:
+                    break
+                self.flush(oldest)
             self.write_round()
 
     def _existing_hashes(self, partition: Partition) -> np.ndarray:
@@ -209,6 +219,7 @@ class PartitionWriter:
         """Decide the partition's next file: its new events, in time order, once each."""
         pieces = self.buffers.pop(partition, [])
         self.buffered.pop(partition, None)
+        self.last_added.pop(partition, None)
         if not pieces:
             return
         hashes = np.concatenate([piece.hashes for piece in pieces])

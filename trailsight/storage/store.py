@@ -202,6 +202,23 @@ class Storage:
                 raise StorageError(f"no such object: s3://{bucket}/{object_key}") from exc
             raise storage_error(f"cannot read the metadata of s3://{bucket}/{object_key}", exc) from exc
 
+    def move(self, key: str, new_key: str) -> None:
+        """Rename an object; readers of `new_key` see the old object there or the whole moved one.
+
+        Locally one rename (same file system); on S3 a copy, atomic for the new key, then a delete.
+        """
+        source, target = self.path(key), self.path(new_key)
+        try:
+            if self.is_local:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.replace(source, target)
+            else:
+                self.fs.move(source, target)
+        except FileNotFoundError as exc:
+            raise StorageError(f"no such object: {source}") from exc
+        except OSError as exc:
+            raise storage_error(f"cannot move {source} to {target}", exc) from exc
+
     def delete(self, key: str) -> None:
         try:
             self.fs.delete_file(self.path(key))
