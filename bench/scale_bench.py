@@ -9,8 +9,9 @@ and the 2M shape); the project's own data is generated once under --data. Every 
 measured side by side and repeated `--repeat` times in alternating order, since the machine is shared:
 
 1. ingest: trailsight (2 workers) against bench/plain_baseline.py (orjson + pyarrow, 2 processes, no
-   de-duplication) on each archive: seconds, events/s, peak memory of the process tree (proportional set sizes
-   plus rows spilled to temporary files), and the ratio baseline seconds / trailsight seconds per repeat;
+   de-duplication) on each archive, and on one file of `--single-file-events` events (the memory bound's worst
+   case): seconds, events/s, peak memory of the process tree (proportional set sizes plus rows spilled to
+   temporary files), and the ratio baseline seconds / trailsight seconds per repeat;
 2. s3: the first `--s3-days` days of the small archive ingested from a local folder, from moto's S3 server, and
    from the same server behind bench/latency_proxy.py adding `--delay` seconds to every request;
 3. org: one day of an organisation trail (accounts x regions folders, one tiny object each, as the layout is what
@@ -23,6 +24,7 @@ measured side by side and repeated `--repeat` times in alternating order, since 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import shutil
@@ -306,6 +308,23 @@ def compact_section(archive: Path, work: Path, days: int, repeat: int) -> None:
 # --- main ------------------------------------------------------------------------------------------------
 
 
+def single_file_archive(source: Path, data: Path, events: int) -> Path:
+    """One log file of at least `events` events (records of `source` put together): the memory bound's worst case."""
+    archive = data / f"single-file-{events}"
+    target = archive / "AWSLogs/111122223333/CloudTrail/us-east-1/2024/05/02"
+    name = "111122223333_CloudTrail_us-east-1_20240502T0005Z_singlebigfile0001.json.gz"
+    if not (target / name).exists():
+        records: list = []
+        for path in sorted(source.rglob("*.json.gz")):
+            if "/CloudTrail/" in path.as_posix():
+                records += json.loads(gzip.decompress(path.read_bytes()))["Records"]
+            if len(records) >= events:
+                break
+        target.mkdir(parents=True, exist_ok=True)
+        (target / name).write_bytes(gzip.compress(json.dumps({"Records": records}).encode(), 6))
+    return archive
+
+
 def start_moto() -> tuple[subprocess.Popen, str, int]:
     """moto's S3 server in a process of its own, so that it does not share this one's interpreter lock with the
     proxy and the listing threads (a real bucket does not either)."""
@@ -352,6 +371,7 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.03)
     parser.add_argument("--org-accounts", type=int, default=500)
     parser.add_argument("--org-regions", type=int, default=17)
+    parser.add_argument("--single-file-events", type=int, default=120_000)
     parser.add_argument("--compact-days", type=int, default=7)
     parser.add_argument("--sections", default="ingest,s3,org,compact")
     args = parser.parse_args()
@@ -367,6 +387,7 @@ def main() -> None:
                                                                       args.own_events_per_day)}
         if args.big:
             archives["2M shape"] = args.big
+        archives["one big file"] = single_file_archive(archives["own data"], args.data, args.single_file_events)
         ingest_section(archives, work, args.repeat)
     if sections & {"s3", "org"}:
         import boto3
