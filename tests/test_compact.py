@@ -11,6 +11,7 @@ from conftest import WriteLog, day_start, log_key, make_event
 
 import trailsight.lake.compact as compact_module
 from trailsight.cli.main import run
+from trailsight.errors import TrailsightError
 from trailsight.lake.compact import compact
 from trailsight.lake.derived import derived_tables
 from trailsight.lake.ingest import ingest
@@ -171,3 +172,16 @@ def test_compact_command_prints_what_it_did(tmp_path: Path, write_log: WriteLog,
     printed = json.loads(capsys.readouterr().out)
     assert (printed["partitions_compacted"], printed["files_before"], printed["files_after"]) == (1, 3, 1)
     assert run(["compact", "--lake", str(tmp_path / "missing"), "--start", "2024-05-02", "--end", "2024-05-01"]) == 1
+
+
+def test_a_file_named_without_the_epoch_after_a_compaction_is_refused_not_deleted(tmp_path: Path,
+                                                                                  write_log: WriteLog) -> None:
+    lake = lake_of_three_runs(tmp_path, write_log)
+    compact(lake)
+    deliveries(write_log, range(12, 13))
+    ingest(tmp_path / "source", lake, DAY, DAY, workers=1)
+    [late] = [p for p in (lake / "cloudtrail").rglob("part-000001-*.parquet")]
+    late.rename(late.with_name("part-00000000000000ff.parquet"))  # as a writer unaware of epochs would name it
+    with pytest.raises(TrailsightError, match="20 events of files a compaction replaced"):
+        compact(lake)
+    assert (late.with_name("part-00000000000000ff.parquet")).exists()

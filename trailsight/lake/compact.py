@@ -31,6 +31,7 @@ from trailsight.convert.records import CLOUDTRAIL_TABLE, Partition
 from trailsight.errors import TrailsightError
 from trailsight.lake.derived import Deriver, derived_tables
 from trailsight.lake.layout import (
+    COMPACTED_NAME,
     TABLES,
     check_lake_format,
     committed_epoch,
@@ -100,6 +101,7 @@ def compact_partition(lake: Storage, partition: Partition, deriver: Deriver, sum
     folder = partition_key(partition)
     sizes = {obj.key.rpartition("/")[2]: obj.size for obj in lake.list_files(folder, recursive=False)}
     seen, left_over = visible_names(sizes)
+    _check_replaced(lake, folder, seen, [name for name in left_over if not COMPACTED_NAME.match(name)])
     _remove(lake, partition, [f"{folder}/{name}" for name in left_over])
     summary.left_overs_removed += len(left_over)
     if len(seen) < 2:
@@ -135,6 +137,21 @@ def compact_partition(lake: Storage, partition: Partition, deriver: Deriver, sum
     summary.files_after += len(staged)
     summary.rows += len(expected)
     summary.compacted.append(folder)
+
+
+def _check_replaced(lake: Storage, folder: str, seen: list[str], replaced: list[str]) -> None:
+    """Refuse to delete replaced files holding events that the files readers see lack.
+
+    Only a writer that names its files without the partition's epoch (`layout.part_name`) can cause this.
+    """
+    if not replaced:
+        return
+    missing = np.setdiff1d(read_hashes(lake, [f"{folder}/{name}" for name in replaced]),
+                           read_hashes(lake, [f"{folder}/{name}" for name in seen]))
+    if len(missing):
+        raise TrailsightError(f"{folder}: {len(missing):,} events of files a compaction replaced are in no file "
+                              f"readers see (a writer named its files without the partition's epoch); nothing "
+                              f"was deleted")
 
 
 def _groups(names: list[str], sizes: dict[str, int], target_bytes: int) -> list[list[str]]:
