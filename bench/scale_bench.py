@@ -205,7 +205,7 @@ def s3_section(subset: Path, work: Path, repeat: int, endpoints: dict[str, str],
 # --- 3. listing an organisation trail --------------------------------------------------------------------
 
 
-def org_section(client, proxy, accounts: int, regions: int, endpoint: str) -> None:
+def org_section(client, proxy, accounts: int, regions: int, endpoint: str, direct: str) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from trailsight.source.discovery import discover
@@ -229,19 +229,22 @@ def org_section(client, proxy, accounts: int, regions: int, endpoint: str) -> No
           f"({len(keys):,} objects put in {time.monotonic() - started:.0f} s), through the proxy "
           f"(+{proxy.delay * 1000:.0f} ms per request)\n")
     previous = os.environ.get("AWS_ENDPOINT_URL")
-    os.environ.update({**MOTO_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint})
     try:
-        proxy.counts.reset()
-        started = time.monotonic()
-        found = discover(Storage(f"s3://{bucket}"), day, day)
-        seconds = time.monotonic() - started
+        for name, url in (("through the proxy", endpoint), ("from moto directly", direct)):
+            os.environ.update({**MOTO_CREDENTIALS, "AWS_ENDPOINT_URL": url})
+            proxy.counts.reset()
+            started = time.monotonic()
+            found = discover(Storage(f"s3://{bucket}"), day, day)
+            seconds = time.monotonic() - started
+            counted = (f": {proxy.counts.lists:,} LIST calls, {proxy.counts.requests:,} requests in all"
+                       if url == endpoint else " (moto's own time per LIST, without the added latency)")
+            print(f"{name}: found {len(found.event_files):,} log files and {len(found.digests):,} digests in "
+                  f"{seconds:.1f} s{counted}")
     finally:
         if previous is None:
             os.environ.pop("AWS_ENDPOINT_URL", None)
         else:
             os.environ["AWS_ENDPOINT_URL"] = previous
-    print(f"found {len(found.event_files):,} log files and {len(found.digests):,} digests in {seconds:.1f} s: "
-          f"{proxy.counts.lists:,} LIST calls, {proxy.counts.requests:,} requests in all")
 
 
 # --- 4. compaction ---------------------------------------------------------------------------------------
@@ -404,7 +407,8 @@ def main() -> None:
                 s3_section(s3_subset(args.small, work, args.s3_days), work, args.repeat,
                            {"s3": f"http://{host}:{port}", "s3+latency": proxy.endpoint}, proxy, client)
             if "org" in sections:
-                org_section(client, proxy, args.org_accounts, args.org_regions, proxy.endpoint)
+                org_section(client, proxy, args.org_accounts, args.org_regions, proxy.endpoint,
+                            f"http://{host}:{port}")
         finally:
             proxy.stop()
             server.terminate()
