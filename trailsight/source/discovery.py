@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 from trailsight.errors import UsageError
-from trailsight.storage.store import ObjectInfo, Storage, io_pool
+from trailsight.storage.store import ObjectInfo, Storage, io_threads
 
 MAX_PREFIX_DEPTH = 4
 ORG_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
@@ -108,7 +108,8 @@ def _listed(storage: Storage, keys: list[str]) -> list[list[str]]:
     """The sub-folders of each key, listed at the same time: each LIST is a round trip to S3."""
     if storage.is_local or len(keys) < 2:
         return [storage.list_dirs(key) for key in keys]
-    return list(io_pool().map(storage.list_dirs, keys))
+    with io_threads() as pool:
+        return list(pool.map(storage.list_dirs, keys))
 
 
 def _files_listed(storage: Storage, keys: list[str]) -> list[list[ObjectInfo]]:
@@ -118,7 +119,8 @@ def _files_listed(storage: Storage, keys: list[str]) -> list[list[ObjectInfo]]:
 
     if storage.is_local or len(keys) < 2:
         return [files(key) for key in keys]
-    return list(io_pool().map(files, keys))
+    with io_threads() as pool:
+        return list(pool.map(files, keys))
 
 
 def _days(start: date, end: date) -> Iterator[date]:

@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import pyarrow as pa
@@ -253,10 +252,12 @@ IO_THREADS = 32
 READ_AHEAD_BYTES = 64 * 2**20
 
 
-@cache
-def io_pool() -> ThreadPoolExecutor:
-    """This process's threads for object reads and writes (created on first use, so each worker has its own)."""
-    return ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="trailsight-io")
+def io_threads(count: int = IO_THREADS) -> ThreadPoolExecutor:
+    """Threads for one round of reads, writes or listings, used as a context manager: they end with the round.
+
+    Threads kept for a worker process's life made the process hang when it should exit.
+    """
+    return ThreadPoolExecutor(max_workers=count, thread_name_prefix="trailsight-io")
 
 
 def _read_or_error(storage: Storage, key: str) -> bytes | StorageError:
@@ -278,25 +279,25 @@ def read_objects(storage: Storage, objects: Iterable[tuple[str, int]], max_in_fl
         for key, _ in objects:
             yield key, _read_or_error(storage, key)
         return
-    pool = io_pool()
     pending: deque[tuple[str, int, Future[bytes | StorageError]]] = deque()
     in_flight_bytes = 0
     todo = iter(objects)
     exhausted = False
-    while True:
-        while not exhausted and len(pending) < max_in_flight and (not pending or in_flight_bytes < max_bytes):
-            item = next(todo, None)
-            if item is None:
-                exhausted = True
-                break
-            key, size = item
-            pending.append((key, size, pool.submit(_read_or_error, storage, key)))
-            in_flight_bytes += size
-        if not pending:
-            return
-        key, size, future = pending.popleft()
-        in_flight_bytes -= size
-        yield key, future.result()
+    with io_threads(max_in_flight) as pool:
+        while True:
+            while not exhausted and len(pending) < max_in_flight and (not pending or in_flight_bytes < max_bytes):
+                item = next(todo, None)
+                if item is None:
+                    exhausted = True
+                    break
+                key, size = item
+                pending.append((key, size, pool.submit(_read_or_error, storage, key)))
+                in_flight_bytes += size
+            if not pending:
+                return
+            key, size, future = pending.popleft()
+            in_flight_bytes -= size
+            yield key, future.result()
 
 
 def write_objects(storage: Storage, objects: Iterable[tuple[str, bytes | memoryview | pa.Buffer]]) -> None:
@@ -304,8 +305,14 @@ def write_objects(storage: Storage, objects: Iterable[tuple[str, bytes | memoryv
 
     The writes overlap: on S3 each PUT is a round trip, and locally each file's fsync waits for the disk.
     """
-    futures = [io_pool().submit(storage.write_bytes, key, data) for key, data in objects]
-    failures = [future.exception() for future in futures]
+    objects = list(objects)
+    if len(objects) < 2:
+        for key, data in objects:
+            storage.write_bytes(key, data)
+        return
+    with io_threads(min(IO_THREADS, len(objects))) as pool:
+        futures = [pool.submit(storage.write_bytes, key, data) for key, data in objects]
+        failures = [future.exception() for future in futures]
     for failure in failures:
         if failure is not None:
             raise failure
