@@ -172,6 +172,9 @@ def test_compact_command_prints_what_it_did(tmp_path: Path, write_log: WriteLog,
     printed = json.loads(capsys.readouterr().out)
     assert (printed["partitions_compacted"], printed["files_before"], printed["files_after"]) == (1, 3, 1)
     assert run(["compact", "--lake", str(tmp_path / "missing"), "--start", "2024-05-02", "--end", "2024-05-01"]) == 1
+    assert run(["compact", "--lake", str(tmp_path / "missing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()
 
 
 def test_a_file_named_without_the_epoch_after_a_compaction_is_refused_not_deleted(tmp_path: Path,

@@ -79,6 +79,7 @@ def compact(lake: str | Storage, start: date | None = None, end: date | None = N
     lake = as_storage(lake)
     began = time.monotonic()
     summary = CompactionSummary(lake.url, start and start.isoformat(), end and end.isoformat())
+    lake.check_root()  # a mistyped lake is an error, not a new empty folder holding a lock
     with lake_lock(lake, f"compact {start or 'all'}..{end or 'all'}"):
         check_lake_format(lake)
         for staged in lake.list_files(STAGING_PREFIX):  # an interrupted run's files: never seen by readers
