@@ -12,7 +12,7 @@ import typer
 from botocore.exceptions import BotoCoreError, ClientError
 
 # Each command group registers its commands on `app` when imported.
-from trailsight.cli import deploy, detect, lake, reports, sample  # noqa: F401
+from trailsight.cli import compact, deploy, detect, lake, reports, sample  # noqa: F401
 from trailsight.cli.athena import athena_app
 from trailsight.cli.common import app, err
 from trailsight.cli.retention import lifecycle_app, retention_app

@@ -30,7 +30,7 @@ from trailsight.convert.records import Partition
 from trailsight.errors import StorageError
 from trailsight.query.sqlfiles import SqlFile, create_views, load_derived, load_views, prepare_connection
 from trailsight.schema import arrow_schema, load_schema, partition_schema
-from trailsight.storage.store import Storage
+from trailsight.storage.store import Storage, write_objects
 
 DERIVED_PREFIX = "_derived"
 PARTITION_COLUMNS = tuple(p.name for p in load_schema().partitions)
@@ -104,14 +104,14 @@ class Deriver:
         Unless `required`, a lake that cannot be written is logged and the tables returned all the same.
         """
         derived = self.derive(rows, names)
-        for name, result in derived.items():
-            for data_key, part in split_by_partition(result, files):
-                try:
-                    lake.write_bytes(derived_tables()[name].key(data_key), parquet_bytes(part))
-                except StorageError as exc:
-                    if required:
-                        raise
-                    logging.getLogger(__name__).info("derived file for %s not kept: %s", data_key, exc)
+        encoded = [(derived_tables()[name].key(data_key), parquet_bytes(part))
+                   for name, result in derived.items() for data_key, part in split_by_partition(result, files)]
+        try:
+            write_objects(lake, encoded)  # together: their round trips (S3) or fsyncs (local) overlap
+        except StorageError as exc:
+            if required:
+                raise
+            logging.getLogger(__name__).info("derived files not all kept: %s", exc)
         return derived
 
     def close(self) -> None:

@@ -45,7 +45,7 @@ from trailsight.lake.lock import lake_lock
 from trailsight.lake.writer import MAX_BUFFERED_ROWS, PartitionWriter, RowPiece, write_quarantine
 from trailsight.source.discovery import Discovery, LogObject, discover
 from trailsight.storage.lock import pid_alive
-from trailsight.storage.store import Storage, as_storage, printable_key
+from trailsight.storage.store import Storage, as_storage, printable_key, read_objects
 
 SPILL_PREFIX = "trailsight-ingest-"
 
@@ -241,13 +241,13 @@ def _convert_objects(source_url: str, objs: list[LogObject], max_uncompressed: i
     source = _worker_storage(source_url)
     converter = BatchConverter(max_uncompressed)
     files = []
-    for obj in objs:
-        try:
-            data = source.read_bytes(obj.key)
-        except StorageError as exc:
-            files.append(ConvertedFile(obj.key, file_error=f"cannot read: {exc}"))
+    # Reads run ahead of conversion (from S3, dozens at a time): the network's waits overlap the CPU's work.
+    for obj, (_, data) in zip(objs, read_objects(source, [(obj.key, obj.size) for obj in objs]), strict=True):
+        if isinstance(data, StorageError):
+            files.append(ConvertedFile(obj.key, file_error=f"cannot read: {data}"))
             continue
         files.append(converter.add(obj.key, data, obj.account, obj.region))
+        del data
     return ConvertedBatch(files, {partition: RowPiece.of(rows, spill_folder)
                                   for partition, rows in converter.tables().items()})
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from datetime import date
 
 import numpy as np
@@ -81,6 +83,94 @@ def check_lake_format(lake: Storage, claim: bool = False) -> None:
         lake.write_bytes(FORMAT_KEY, orjson.dumps(LAKE_FORMAT, option=orjson.OPT_INDENT_2))
 
 
+# A partition's data files and which of them a reader sees. A compaction of epoch E writes `compacted-E-...` files
+# holding exactly the rows of every file it replaces; ingests after it write `part-E-...` files. Readers see the
+# newest complete compaction and the files written after it, never what it replaced, so the compaction's commit is
+# one atomic step (the PUT or rename completing its set of files), and what it replaced can be deleted at leisure.
+COMPACTED_NAME = re.compile(r"^compacted-(\d{6})-(\d{3})of(\d{3})-([0-9a-f]+)\.parquet$")
+
+
+PART_NAME = re.compile(r"^part-(?:(\d{6})-)?[0-9a-f]+\.parquet$")
+
+
+def compacted_name(epoch: int, number: int, count: int, digest: str) -> str:
+    return f"compacted-{epoch:06d}-{number:03d}of{count:03d}-{digest}.parquet"
+
+
+def part_name(epoch: int, digest: str) -> str:
+    """An ingest's data file: after a compaction of epoch E, named with E so that readers see it beside it."""
+    return f"part-{epoch:06d}-{digest}.parquet" if epoch else f"part-{digest}.parquet"
+
+
+def committed_epoch(names: Iterable[str]) -> int:
+    """The epoch of a partition's newest complete compaction (0 when none): all `count` files of one digest present.
+
+    The digest names the compaction's rows, so files left by an interrupted attempt never complete another's set.
+    """
+    sets: dict[tuple[int, int, str], set[int]] = {}
+    for name in names:
+        match = COMPACTED_NAME.match(name)
+        if match:
+            sets.setdefault((int(match[1]), int(match[3]), match[4]), set()).add(int(match[2]))
+    return max((epoch for (epoch, count, _), numbers in sets.items() if len(numbers) == count), default=0)
+
+
+def visible_names(names: Iterable[str]) -> tuple[list[str], list[str]]:
+    """A partition's data files as (seen by readers, left over), from their names alone.
+
+    Left over: what the committed compaction replaced, and the files of an attempt that never completed.
+    """
+    names = sorted(name for name in names if name.endswith(".parquet"))
+    epoch = committed_epoch(names)
+    complete = {name for name in names if (m := COMPACTED_NAME.match(name)) and int(m[1]) == epoch
+                and committed_epoch(n for n in names if n.endswith(f"-{m[4]}.parquet")) == epoch}
+    seen, left_over = [], []
+    for name in names:
+        compacted, part = COMPACTED_NAME.match(name), PART_NAME.match(name)
+        if compacted:
+            (seen if name in complete else left_over).append(name)
+        elif part and int(part[1] or 0) < epoch:
+            left_over.append(name)
+        else:
+            seen.append(name)
+    return seen, left_over
+
+
+def visible_keys(keys: Iterable[str]) -> list[str]:
+    """The data files readers see among listed keys (several partitions), in key order."""
+    folders: dict[str, list[str]] = {}
+    for key in keys:
+        folder, _, name = key.rpartition("/")
+        folders.setdefault(folder, []).append(name)
+    return sorted(f"{folder}/{name}" for folder, names in folders.items() for name in visible_names(names)[0])
+
+
+def partition_files(lake: Storage, partition: Partition) -> tuple[list[str], int]:
+    """The keys of a partition's data files that readers see, and the epoch its next files are named with."""
+    folder = partition_key(partition)
+    names = [obj.key.rpartition("/")[2] for obj in lake.list_files(folder, recursive=False)]
+    return [f"{folder}/{name}" for name in visible_names(names)[0]], committed_epoch(names)
+
+
+def read_hashes(lake: Storage, keys: list[str]) -> np.ndarray:
+    """The sorted `eventhash` values of data files: their events' identities, read column-only."""
+    parts = [pq.read_table(lake.path(key), columns=["eventhash"], filesystem=lake.fs).column("eventhash").to_numpy()
+             for key in keys]
+    return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+
+def alias_keys(lake: Storage, partition: Partition) -> list[str]:
+    """The alias files of a partition (see `alias_key`)."""
+    return [obj.key for obj in lake.list_files(f"{ALIASES_PREFIX}/{partition_key(partition)}")
+            if obj.key.endswith(".parquet")]
+
+
+def partition_hashes(lake: Storage, partition: Partition) -> np.ndarray:
+    """The sorted `eventhash` values a partition stands for: its visible files' (read column-only) and its
+    aliases' (records delivered in other bytes that are JSON-equal to one of its events)."""
+    return read_hashes(lake, partition_files(lake, partition)[0] + alias_keys(lake, partition))
+
+
 ALIASES_PREFIX = "_trailsight/aliases"
 
 
@@ -89,20 +179,10 @@ def alias_key(partition: Partition, name: str) -> str:
     return f"{ALIASES_PREFIX}/{partition_key(partition)}/alias-{name}.parquet"
 
 
-def partition_hashes(lake: Storage, partition: Partition) -> np.ndarray:
-    """The sorted `eventhash` values a partition stands for: its files' (read column-only) and its aliases'
-    (records delivered in other bytes that are JSON-equal to one of its events)."""
-    keys = [obj.key for prefix in (partition_key(partition), f"{ALIASES_PREFIX}/{partition_key(partition)}")
-            for obj in lake.list_files(prefix) if obj.key.endswith(".parquet")]
-    parts = [pq.read_table(lake.path(key), columns=["eventhash"], filesystem=lake.fs).column("eventhash").to_numpy()
-             for key in keys]
-    return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
-
-
 def partition_event_ids(lake: Storage, partition: Partition) -> pa.ChunkedArray:
     """The eventID column of a partition's files."""
-    parts = [pq.read_table(lake.path(obj.key), columns=["eventid"], filesystem=lake.fs).column("eventid")
-             for obj in lake.list_files(partition_key(partition)) if obj.key.endswith(".parquet")]
+    parts = [pq.read_table(lake.path(key), columns=["eventid"], filesystem=lake.fs).column("eventid")
+             for key in partition_files(lake, partition)[0]]
     return pa.chunked_array([chunk for part in parts for chunk in part.chunks], pa.string())
 
 
@@ -122,8 +202,8 @@ def _day_folders(lake: Storage, table: str, start: date | None, end: date | None
 def lake_files(lake: Storage, table: str = CLOUDTRAIL_TABLE, start: date | None = None,
                end: date | None = None) -> list[str]:
     """Keys of a table's Parquet files, restricted to event dates in [start, end] when given."""
-    return [o.key for _, folder in _day_folders(lake, table, start, end)
-            for o in lake.list_files(f"{table}/{folder}") if o.key.endswith(".parquet")]
+    return visible_keys(o.key for _, folder in _day_folders(lake, table, start, end)
+                        for o in lake.list_files(f"{table}/{folder}") if o.key.endswith(".parquet"))
 
 
 def lake_partitions(lake: Storage, table: str = CLOUDTRAIL_TABLE, start: date | None = None,

@@ -28,13 +28,16 @@ from trailsight.lake.derived import Deriver
 from trailsight.lake.layout import (
     QUARANTINE_PREFIX,
     alias_key,
+    alias_keys,
+    part_name,
     partition_event_ids,
-    partition_hashes,
+    partition_files,
     partition_key,
+    read_hashes,
 )
 from trailsight.schema import arrow_schema, load_schema
 from trailsight.storage.lock import pid_alive
-from trailsight.storage.store import Storage
+from trailsight.storage.store import Storage, write_objects
 
 # Rows in memory, or the path of an Arrow file they were spilled to.
 Rows = pa.Table | str
@@ -78,6 +81,13 @@ PARQUET_OPTIONS = {
 @cache
 def _file_schema() -> pa.Schema:
     return arrow_schema(load_schema())
+
+
+def parquet_file_bytes(rows: pa.Table) -> pa.Buffer:
+    """Rows encoded as a lake data file: the lake's schema and Parquet options."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(rows.cast(_file_schema()), sink, **PARQUET_OPTIONS)
+    return sink.getvalue()
 
 
 def _hash_of_hashes(hashes: np.ndarray) -> str:
@@ -167,20 +177,22 @@ def write_files(lake: Storage, files: list[FileToWrite], deriver: Deriver, owner
     already have taken the lock over.
     """
     to_derive = []
+    encoded = []
     for file in files:
         if owner is not None and not pid_alive(owner):
             raise TrailsightError(f"the ingest that holds the lake's lock (pid {owner}) is gone; not writing")
-        rows = pa.concat_tables([load(piece) for piece in file.pieces]).take(pa.array(file.order))
+        rows = pa.concat_tables([load(piece) for piece in file.pieces])
+        if not np.array_equal(file.order, np.arange(rows.num_rows)):  # often already in time order, once each
+            rows = rows.take(pa.array(file.order))
         for piece in file.pieces:
             if isinstance(piece, str):
                 os.unlink(piece)
-        sink = pa.BufferOutputStream()
-        pq.write_table(rows.cast(_file_schema()), sink, **PARQUET_OPTIONS)
-        lake.write_bytes(file.key, sink.getvalue())
-        del sink
+        encoded.append((file.key, parquet_file_bytes(rows)))
         if file.partition[0] == CLOUDTRAIL_TABLE:
             to_derive.append((file.key, file.partition, rows))
         del rows
+    write_objects(lake, encoded)  # together: the files' round trips (S3) or fsyncs (local) overlap
+    del encoded
     # After the data files: a file that a crash leaves without its derived files is derived when read.
     deriver.write(lake, to_derive)
     del to_derive
@@ -213,10 +225,13 @@ class PartitionWriter:
         self.workers = workers
         self.buffers: dict[Partition, list[RowPiece]] = {}
         self.buffered: dict[Partition, int] = {}
+        self.last_added: dict[Partition, int] = {}
+        self.added = 0
         self.known: dict[Partition, np.ndarray] = {}
         self.known_ids: dict[Partition, np.ndarray] = {}
         self.aliases: list[tuple[Partition, np.ndarray]] = []
         self.aliases_writing: list[tuple[Partition, np.ndarray]] = []
+        self.epochs: dict[Partition, int] = {}  # each partition's compaction epoch, which its new files are named with
         self.written = 0
         self.duplicates = 0
         self.files_written: list[str] = []
@@ -227,15 +242,22 @@ class PartitionWriter:
     def add(self, partition: Partition, piece: RowPiece) -> None:
         self.buffers.setdefault(partition, []).append(piece)
         self.buffered[partition] = self.buffered.get(partition, 0) + len(piece.hashes)
+        self.added += 1
+        self.last_added[partition] = self.added
         if sum(self.buffered.values()) > self.max_rows:
-            # Flush the largest partitions down to half the budget: fewer, larger files than flushing one at a time.
-            while sum(self.buffered.values()) > self.max_rows // 2:
-                self.flush(max(self.buffered, key=self.buffered.__getitem__))
+            # Flush down to half the budget, the partitions that gained no rows for longest first: files arrive
+            # sorted by account, region and day, so those are complete and make one file each for the run, where
+            # flushing the largest wrote the partitions still filling, several times over (4 files per partition).
+            for oldest in sorted(self.buffered, key=self.last_added.__getitem__):
+                if sum(self.buffered.values()) <= self.max_rows // 2:
+                    break
+                self.flush(oldest)
             self.write_round()
 
     def _existing_hashes(self, partition: Partition) -> np.ndarray:
         if partition not in self.known:
-            self.known[partition] = partition_hashes(self.lake, partition)
+            keys, self.epochs[partition] = partition_files(self.lake, partition)
+            self.known[partition] = read_hashes(self.lake, keys + alias_keys(self.lake, partition))
         return self.known[partition]
 
     def _existing_ids(self, partition: Partition) -> np.ndarray:
@@ -247,6 +269,7 @@ class PartitionWriter:
         """Decide the partition's next file: its new events, in time order, once each."""
         pieces = self.buffers.pop(partition, [])
         self.buffered.pop(partition, None)
+        self.last_added.pop(partition, None)
         if not pieces:
             return
         hashes = np.concatenate([piece.hashes for piece in pieces])
@@ -264,7 +287,7 @@ class PartitionWriter:
         times = np.concatenate([piece.times for piece in pieces])
         ordered = fresh[np.lexsort((hashes[fresh], times[fresh]))]
         new_hashes = hashes[ordered]
-        key = f"{partition_key(partition)}/part-{_hash_of_hashes(new_hashes)}.parquet"
+        key = f"{partition_key(partition)}/{part_name(self.epochs[partition], _hash_of_hashes(new_hashes))}"
         self.round.append(FileToWrite(key, partition, [piece.rows for piece in pieces], ordered))
         self.known[partition] = np.sort(np.concatenate([existing, new_hashes]))
         self.known_ids[partition] = np.union1d(self._existing_ids(partition),

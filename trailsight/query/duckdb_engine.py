@@ -45,12 +45,14 @@ def _hive_types(schema: TableSchema) -> str:
 
 
 def _view_sql(lake: Storage, table: str, schema: TableSchema) -> str:
-    if not lake_files(lake, table):
+    keys = lake_files(lake, table)
+    if not keys:
         return _empty_view_sql(schema)
     scheme = "" if lake.is_local else "s3://"
-    glob = (scheme + lake.path(f"{table}/*/*/*/*.parquet")).replace("'", "''")
+    # The files listed, not a glob: a glob would also read what a compaction has replaced (lake/layout.py).
     # Every file carries the same schema, so no union_by_name: it would read every footer of the lake.
-    return f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, hive_types = {_hive_types(schema)})"
+    listed = ", ".join(_quote(scheme + lake.path(key)) for key in keys)
+    return f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true, hive_types = {_hive_types(schema)})"
 
 
 def _quote(value: str) -> str:
@@ -83,11 +85,13 @@ def _httpfs_secret(con: duckdb.DuckDBPyConnection) -> bool:
 
 def _register_s3_table(con: duckdb.DuckDBPyConnection, lake: Storage, table: str, schema: TableSchema) -> None:
     """S3 without httpfs: a pyarrow dataset (partition and column pruning happen in pyarrow) seen as a view."""
-    if not lake_files(lake, table):
+    keys = lake_files(lake, table)
+    if not keys:
         con.execute(f"CREATE VIEW {table} AS {_empty_view_sql(schema)}")
         return
-    dataset = ds.dataset(lake.path(table), filesystem=lake.fs, format="parquet",
-                         partitioning=ds.partitioning(partition_schema(schema), flavor="hive"))
+    dataset = ds.dataset([lake.path(key) for key in keys], filesystem=lake.fs, format="parquet",
+                         partitioning=ds.partitioning(partition_schema(schema), flavor="hive"),
+                         partition_base_dir=lake.path(table))
     con.register(table, dataset)
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 from trailsight.errors import UsageError
-from trailsight.storage.store import Storage
+from trailsight.storage.store import ObjectInfo, Storage, io_threads
 
 MAX_PREFIX_DEPTH = 4
 ORG_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
@@ -123,12 +123,34 @@ def find_awslogs_roots(storage: Storage) -> list[str]:
 
 def _account_dirs(storage: Storage, awslogs: str) -> Iterator[tuple[str, str, str | None]]:
     """(key, account, organization) of each account folder, looking inside organization folders."""
-    for name in storage.list_dirs(awslogs):
-        if ORG_ID.match(name):
-            for account in storage.list_dirs(_child(awslogs, name)):
+    names = storage.list_dirs(awslogs)
+    orgs = [name for name in names if ORG_ID.match(name)]
+    inside = dict(zip(orgs, _listed(storage, [_child(awslogs, org) for org in orgs]), strict=True))
+    for name in names:
+        if name in inside:
+            for account in inside[name]:
                 yield f"{_child(awslogs, name)}/{account}", account, name
         else:
             yield _child(awslogs, name), name, None
+
+
+def _listed(storage: Storage, keys: list[str]) -> list[list[str]]:
+    """The sub-folders of each key, listed at the same time: each LIST is a round trip to S3."""
+    if storage.is_local or len(keys) < 2:
+        return [storage.list_dirs(key) for key in keys]
+    with io_threads() as pool:
+        return list(pool.map(storage.list_dirs, keys))
+
+
+def _files_listed(storage: Storage, keys: list[str]) -> list[list[ObjectInfo]]:
+    """The objects under each key, listed at the same time."""
+    def files(key: str) -> list[ObjectInfo]:
+        return list(storage.list_files(key))
+
+    if storage.is_local or len(keys) < 2:
+        return [files(key) for key in keys]
+    with io_threads() as pool:
+        return list(pool.map(files, keys))
 
 
 def _days(start: date, end: date) -> Iterator[date]:
@@ -176,36 +198,37 @@ def discover(
     wanted_accounts, wanted_regions = set(accounts), set(regions)
     found = Discovery([], [], [])
     kinds = {k.value: k for k in ObjectKind if k is not ObjectKind.OTHER}
-    roots = find_awslogs_roots(storage)
     hint = inside_awslogs_hint(storage.url)
     if hint:
         raise UsageError(f"{storage.url} is inside a CloudTrail archive; give the folder that holds AWSLogs/ and "
                          f"choose what to read with options: {hint}")
-    for awslogs in roots:
-        for account_key, account, org in _account_dirs(storage, awslogs):
-            if wanted_accounts and account not in wanted_accounts:
-                continue
-            for kind_name in storage.list_dirs(account_key):
-                kind = kinds.get(kind_name, ObjectKind.OTHER)
-                for region in storage.list_dirs(f"{account_key}/{kind_name}"):
-                    if wanted_regions and region not in wanted_regions:
-                        continue
-                    region_key = f"{account_key}/{kind_name}/{region}"
-                    if start and end:
-                        folders = [f"{region_key}/{d:%Y/%m/%d}" for d in _days(start, end)]
-                    else:
-                        folders = [region_key]
-                    for folder in folders:
-                        for info in storage.list_files(folder):
-                            rest = info.key[len(region_key) + 1 :]
-                            obj = _classify(info.key, info.size, kind, account, region, org, rest)
-                            reason = _unreadable_name(info.key)
-                            if reason:
-                                found.skipped.append((obj, reason))
-                            elif obj.is_event_file:
-                                found.event_files.append(obj)
-                            elif obj.kind is ObjectKind.DIGEST:
-                                found.digests.append(obj)
-                            else:
-                                found.others.append(obj)
+    # Level by level, each level's folders listed at once: an organisation trail has thousands of account and
+    # region folders, and listing them one round trip after another took minutes (bench/scale_bench.py).
+    account_dirs = [(key, account, org) for awslogs in find_awslogs_roots(storage)
+                    for key, account, org in _account_dirs(storage, awslogs)
+                    if not wanted_accounts or account in wanted_accounts]
+    kind_names = _listed(storage, [key for key, _, _ in account_dirs])
+    kind_dirs = [(f"{key}/{name}", kinds.get(name, ObjectKind.OTHER), account, org)
+                 for (key, account, org), names in zip(account_dirs, kind_names, strict=True) for name in names]
+    region_names = _listed(storage, [key for key, _, _, _ in kind_dirs])
+    region_dirs = [(f"{key}/{region}", kind, account, region, org)
+                   for (key, kind, account, org), regions in zip(kind_dirs, region_names, strict=True)
+                   for region in regions if not wanted_regions or region in wanted_regions]
+    folders = [(folder, region_dir) for region_dir in region_dirs
+               for folder in ([f"{region_dir[0]}/{d:%Y/%m/%d}" for d in _days(start, end)] if start and end
+                              else [region_dir[0]])]
+    for (_, (region_key, kind, account, region, org)), infos in zip(
+            folders, _files_listed(storage, [folder for folder, _ in folders]), strict=True):
+        for info in infos:
+            rest = info.key[len(region_key) + 1 :]
+            obj = _classify(info.key, info.size, kind, account, region, org, rest)
+            reason = _unreadable_name(info.key)
+            if reason:
+                found.skipped.append((obj, reason))
+            elif obj.is_event_file:
+                found.event_files.append(obj)
+            elif obj.kind is ObjectKind.DIGEST:
+                found.digests.append(obj)
+            else:
+                found.others.append(obj)
     return found

@@ -14,8 +14,9 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -550,6 +551,23 @@ class Storage:
             params["ResponseContentType"] = content_type
         return client("s3").generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
 
+    def move(self, key: str, new_key: str) -> None:
+        """Rename an object; readers of `new_key` see the old object there or the whole moved one.
+
+        Locally one rename (same file system); on S3 a copy, atomic for the new key, then a delete.
+        """
+        source, target = self.path(key), self.path(new_key)
+        try:
+            if self.is_local:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.replace(source, target)
+            else:
+                self.fs.move(source, target)
+        except FileNotFoundError as exc:
+            raise StorageError(f"no such object: {source}") from exc
+        except OSError as exc:
+            raise storage_error(f"cannot move {source} to {target}", exc) from exc
+
     def delete(self, key: str) -> None:
         if self.is_local:
             try:
@@ -593,3 +611,77 @@ def copy_objects(source: Storage, target: Storage, prefix: str = "", threads: in
         for _ in pool.map(lambda key: target.write_bytes(key, source.read_bytes(key)), keys):
             pass
     return len(keys)
+
+
+# Requests in flight per process: a GET from S3 waits 15-50 ms on the network and costs well under a millisecond
+# of CPU, so one process needs dozens in flight to keep converting (see bench/scale_bench.py).
+IO_THREADS = 32
+
+
+READ_AHEAD_BYTES = 64 * 2**20
+
+
+def io_threads(count: int = IO_THREADS) -> ThreadPoolExecutor:
+    """Threads for one round of reads, writes or listings, used as a context manager: they end with the round.
+
+    Threads kept for a worker process's life made the process hang when it should exit.
+    """
+    return ThreadPoolExecutor(max_workers=count, thread_name_prefix="trailsight-io")
+
+
+def _read_or_error(storage: Storage, key: str) -> bytes | StorageError:
+    try:
+        return storage.read_bytes(key)
+    except StorageError as exc:
+        return exc
+
+
+def read_objects(storage: Storage, objects: Iterable[tuple[str, int]], max_in_flight: int = IO_THREADS,
+                 max_bytes: int = READ_AHEAD_BYTES) -> Iterator[tuple[str, bytes | StorageError]]:
+    """Read (key, size) objects in order, each as its bytes or the StorageError that stopped it.
+
+    From S3, up to `max_in_flight` reads (and about `max_bytes` of objects, by their listed sizes) run ahead on
+    threads while the caller works on the ones already read. A local folder is read in the caller's thread:
+    there the round trip is a page-cache copy.
+    """
+    if storage.is_local:
+        for key, _ in objects:
+            yield key, _read_or_error(storage, key)
+        return
+    pending: deque[tuple[str, int, Future[bytes | StorageError]]] = deque()
+    in_flight_bytes = 0
+    todo = iter(objects)
+    exhausted = False
+    with io_threads(max_in_flight) as pool:
+        while True:
+            while not exhausted and len(pending) < max_in_flight and (not pending or in_flight_bytes < max_bytes):
+                item = next(todo, None)
+                if item is None:
+                    exhausted = True
+                    break
+                key, size = item
+                pending.append((key, size, pool.submit(_read_or_error, storage, key)))
+                in_flight_bytes += size
+            if not pending:
+                return
+            key, size, future = pending.popleft()
+            in_flight_bytes -= size
+            yield key, future.result()
+
+
+def write_objects(storage: Storage, objects: Iterable[tuple[str, bytes | memoryview | pa.Buffer]]) -> None:
+    """Write several objects at once (each atomically, as `write_bytes`); raises the first failure once all ended.
+
+    The writes overlap: on S3 each PUT is a round trip, and locally each file's fsync waits for the disk.
+    """
+    objects = list(objects)
+    if len(objects) < 2:
+        for key, data in objects:
+            storage.write_bytes(key, data)
+        return
+    with io_threads(min(IO_THREADS, len(objects))) as pool:
+        futures = [pool.submit(storage.write_bytes, key, data) for key, data in objects]
+        failures = [future.exception() for future in futures]
+    for failure in failures:
+        if failure is not None:
+            raise failure
