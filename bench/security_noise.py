@@ -12,7 +12,7 @@ import statistics
 import time
 from datetime import date, timedelta
 
-from trailsight.query.duckdb_engine import connect
+from trailsight.query.duckdb_engine import DuckDBEngine
 from trailsight.report.detections import run_detections
 from trailsight.report.incidents import build_incidents
 from trailsight.storage.store import as_storage
@@ -31,7 +31,7 @@ def main() -> None:
     ordinary_all, ordinary_new_urgent = [], []
     day = args.start
     while day <= args.end:
-        con = connect(lake)
+        con = DuckDBEngine(lake)
         started = time.perf_counter()
         result = run_detections(lake, con, day)
         seconds = time.perf_counter() - started

@@ -11,7 +11,7 @@ import json
 import time
 from datetime import date, timedelta
 
-from trailsight.query.duckdb_engine import connect
+from trailsight.query.duckdb_engine import DuckDBEngine
 from trailsight.report.insights import SpikeConfig, detect_spikes
 from trailsight.storage.store import as_storage
 
@@ -33,7 +33,7 @@ def main() -> None:
     ordinary = []
     day = args.start
     while day <= args.end:
-        con = connect(lake)
+        con = DuckDBEngine(lake)
         started = time.perf_counter()
         result = detect_spikes(lake, con, day, config)
         con.close()

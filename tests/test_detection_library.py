@@ -17,7 +17,7 @@ from report_fixtures import assumed_role, build_lake, event, iam_user, root
 from trailsight.errors import UsageError
 from trailsight.query.athena import render
 from trailsight.query.detection_library import load_library, parse_detection
-from trailsight.query.duckdb_engine import connect
+from trailsight.query.duckdb_engine import DuckDBEngine
 from trailsight.query.sqlfiles import load_sql
 from trailsight.report.detections import Finding, run_detections
 from trailsight.storage.store import Storage
@@ -94,7 +94,7 @@ def findings(tmp_path_factory: pytest.TempPathFactory) -> list[Finding]:
     events = [e for (detection, kind, i), account in ACCOUNTS.items()
               for e in case_events(CASES[detection][kind][i], account)]
     lake = Storage(build_lake(tmp_path_factory.mktemp("library"), events))
-    con = connect(lake)
+    con = DuckDBEngine(lake)
     try:
         return run_detections(lake, con, DAY).findings
     finally:
@@ -174,7 +174,7 @@ def test_corpus_events_written_by_others_fire_only_what_they_show(corpus: Path, 
     lake = Storage(tmp_path / "lake")
     fired: set[str] = set()
     for day in sorted({d for _, d, _, _ in lake_partitions(lake, "cloudtrail")}):
-        con = connect(lake)
+        con = DuckDBEngine(lake)
         try:
             fired |= {f.control for f in run_detections(lake, con, day).findings}
         finally:

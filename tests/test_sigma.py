@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from trailsight.cli.main import app
 from trailsight.query.athena import render
-from trailsight.query.duckdb_engine import connect
+from trailsight.query.duckdb_engine import DuckDBEngine
+from trailsight.report.daily import CSV_COLUMNS
 from trailsight.report.sigma import convert_rules, rule_query, run_sigma_rules, sql_field
 
 DAY = date(2024, 3, 10)
@@ -67,7 +68,7 @@ def test_sigma_field_names_map_to_columns_struct_members_and_json() -> None:
 
 
 def test_converted_rules_match_their_events_on_duckdb(lake: Path) -> None:
-    con = connect(lake)
+    con = DuckDBEngine(lake)
     try:
         rules = by_path(run_sigma_rules(con, convert_rules(RULES), DAY))
     finally:
@@ -113,3 +114,5 @@ def test_daily_report_runs_sigma_rules_into_sigma_json(lake: Path, tmp_path: Pat
     assert saved["public_snapshot.yml"]["matches"] == 1
     assert any("unknown_field.yml skipped" in w for w in summary.warnings)
     assert "sigma.csv" in summary.files
+    header = (tmp_path / "out" / "sigma.csv").read_text().splitlines()[0].split(",")
+    assert header == CSV_COLUMNS["sigma"]["table"]

@@ -10,7 +10,7 @@ import pytest
 from report_fixtures import build_lake, console_login, event, iam_user
 
 from trailsight.errors import UsageError
-from trailsight.query.duckdb_engine import connect
+from trailsight.query.duckdb_engine import DuckDBEngine
 from trailsight.report.detections import DetectionConfig, DetectionResult, run_detections
 from trailsight.report.triage import load_suppressions
 from trailsight.storage.store import Storage
@@ -48,7 +48,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Storage:
 
 
 def detect(lake: Storage, **config: Any) -> DetectionResult:
-    con = connect(lake)
+    con = DuckDBEngine(lake)
     try:
         return run_detections(lake, con, DAY, DetectionConfig(**config))
     finally:

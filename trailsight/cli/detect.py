@@ -16,10 +16,12 @@ from trailsight.cli.common import (
     OutputLocationOption,
     WorkgroupOption,
     app,
+    engine_settings,
     err,
     out,
     parse_day,
 )
+from trailsight.storage.store import as_storage
 
 
 @app.command()
@@ -39,16 +41,16 @@ def detect(
 
     Example: trailsight detect --lake ./lake --date 2024-05-01 --sigma ./rules
     """
-    from trailsight.query import athena
-    from trailsight.report.daily import lake_connection
+    from trailsight.query.engine import open_engine
     from trailsight.report.sigma import convert_rules, run_sigma_rules
 
     parsed = parse_day(day, "--date")
     rules = convert_rules(sigma)
-    settings = athena.AthenaSettings(database, workgroup, output_location) if engine is Engine.athena else None
-    connection = athena.AthenaConnection(settings) if settings else None
-    with lake_connection(lake, connection) as con:  # type: ignore[arg-type]
-        run_sigma_rules(con, rules, parsed)
+    running = open_engine(as_storage(lake), engine_settings(engine, database, workgroup, output_location))
+    try:
+        run_sigma_rules(running, rules, parsed)
+    finally:
+        running.close()
     for rule in rules:
         if rule.error:
             err.print(f"skipped {rule.path} ({rule.title}): {rule.error}")

@@ -120,11 +120,13 @@ def library_by_id() -> dict[str, Detection]:
 
 def derived_sql(detections: tuple[Detection, ...]) -> str:
     """The `detection_events` derived table: one boolean column per detection, the detail, matching rows only."""
-    flags = ",\n".join(f"        coalesce(({d.match}), false) AS {d.column}" for d in detections)
+    # TRY: a free-form JSON column kept exactly as delivered (a lone surrogate, say) cannot stop a whole file's
+    # derived table; that row simply matches nothing. Trino (Athena) has the same TRY.
+    flags = ",\n".join(f"        coalesce(TRY(({d.match})), false) AS {d.column}" for d in detections)
     # One detail per row: detections that group by it (per_detail) come first, so their groups stay whole when an
     # event also matches another detection.
     ordered = sorted((d for d in detections if d.detail), key=lambda d: not d.threshold.per_detail)
-    details = "\n".join(f"            WHEN {d.column} THEN CAST(({d.detail}) AS VARCHAR)" for d in ordered)
+    details = "\n".join(f"            WHEN {d.column} THEN TRY(CAST(({d.detail}) AS VARCHAR))" for d in ordered)
     columns = ", ".join(c.split(" AS ")[-1].split(".")[-1] for c in EVENT_COLUMNS)
     header = ("-- title: Events a library detection matches\n"
               "-- description: One boolean column per detection of sql/detections (d_<id>) and the detail of the "

@@ -25,6 +25,7 @@ HEADER = re.compile(r"^--\s*(\w+):\s*(.*)$")
 # Athena's JSON function, so analysts' existing CloudTrail queries run unchanged on DuckDB.
 ATHENA_COMPAT_MACROS = (
     "CREATE OR REPLACE MACRO json_extract_scalar(doc, path) AS json_extract_string(doc, path)",
+    "CREATE OR REPLACE MACRO regexp_like(text, pattern) AS regexp_matches(text, pattern)",
 )
 
 

@@ -408,7 +408,7 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path | St
         for row in results["summary"]["by_account"]:
             row["findings"] = per_account.get(row["account"], 0)
         summary.new_findings = results["security"]["new_by_severity"]
-        summary.warnings += results["security"]["notes"]
+        summary.notes += results["security"]["notes"]  # short history, expired suppressions: read, not failures
 
     def write(name: str, data: bytes | str) -> None:
         out.write_bytes(name, data if isinstance(data, bytes) else data.encode())
