@@ -49,3 +49,15 @@ class LifecycleError(TrailsightError):
 
 class NoDataError(TrailsightError):
     """A day asked about holds no events: a report of it must not read as an all-clear."""
+
+
+class AlertError(TrailsightError):
+    """An alert could not be delivered."""
+
+
+class ArchivedObjectError(StorageError):
+    """An object in an archive storage class was read before a restore made it readable."""
+
+
+class BadInput(Exception):
+    """An object or record that cannot be converted; its message is the quarantine reason."""

@@ -37,6 +37,7 @@ from trailsight.convert.typed import (
     TypedBatch,
     split_records,
 )
+from trailsight.errors import BadInput
 from trailsight.schema import Field, TableSchema, arrow_schema, load_schema
 
 DEFAULT_MAX_UNCOMPRESSED = 512 * 1024 * 1024
@@ -50,10 +51,6 @@ INSIGHTS_TABLE = "cloudtrail_insights"
 Partition = tuple[str, date, str, str]
 """(table, event date, account, region)"""
 _MISSING = object()
-
-
-class BadInput(Exception):
-    """An object or record that cannot be converted; its message is the quarantine reason."""
 
 
 # --- decoding -------------------------------------------------------------------------------------------

@@ -43,8 +43,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from trailsight.convert.records import DEFAULT_MAX_UNCOMPRESSED, BadInput, inflate, inflate_chunks
-from trailsight.errors import StorageError, UsageError
+from trailsight.convert.records import DEFAULT_MAX_UNCOMPRESSED, inflate, inflate_chunks
+from trailsight.errors import BadInput, StorageError, UsageError
 from trailsight.source.discovery import LogObject, ObjectKind, discover
 from trailsight.storage.store import Storage, as_storage
 

@@ -40,7 +40,7 @@ from trailsight.storage.lock import pid_alive
 from trailsight.storage.store import Storage, write_objects
 
 # Rows in memory, or the path of an Arrow file they were spilled to.
-Rows = pa.Table | str
+SpillableRows = pa.Table | str
 
 MAX_BUFFERED_ROWS = 64_000
 
@@ -112,7 +112,7 @@ def spill(rows: pa.Table, folder: str) -> str:
     return path
 
 
-def load(rows: Rows) -> pa.Table:
+def load(rows: SpillableRows) -> pa.Table:
     """Rows in memory; a spilled file is mapped, not read."""
     if isinstance(rows, str):
         return pa.ipc.open_file(pa.memory_map(rows)).read_all()
@@ -130,7 +130,7 @@ def event_id_hashes(event_ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
 class RowPiece:
     """Converted rows of one partition, with the columns the writer decides on."""
 
-    rows: Rows
+    rows: SpillableRows
     hashes: np.ndarray
     times: np.ndarray
     ids: np.ndarray
@@ -149,7 +149,7 @@ def content_of(row: dict) -> int:
     return content_identity(orjson.dumps(rebuild_event(row)))
 
 
-def _rows_at(pieces: list[Rows], lengths: list[int], indices: np.ndarray) -> list[dict]:
+def _rows_at(pieces: list[SpillableRows], lengths: list[int], indices: np.ndarray) -> list[dict]:
     """The rows at positions of the pieces taken end to end, as dicts, in the order asked."""
     starts = np.cumsum([0, *lengths])
     found = []
@@ -165,7 +165,7 @@ class FileToWrite:
 
     key: str
     partition: Partition
-    pieces: list[Rows]
+    pieces: list[SpillableRows]
     order: np.ndarray
 
 

@@ -17,17 +17,13 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from trailsight.errors import TrailsightError, UsageError
+from trailsight.errors import AlertError, UsageError
 from trailsight.report.severity import SEVERITY_RANK
 from trailsight.storage.aws import client
 from trailsight.storage.store import Storage, as_storage
 
 LEDGER_PREFIX = "_trailsight/alerts"
 MAX_EVENTS_LISTED = 5
-
-
-class AlertError(TrailsightError):
-    """An alert could not be delivered."""
 
 
 @dataclass(frozen=True)

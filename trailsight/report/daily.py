@@ -270,7 +270,8 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def dump_json(value: Any) -> bytes:
+def report_json(value: Any) -> bytes:
+    """A report file's JSON: indented for people, with dates, decimals and sets made plain."""
     return orjson.dumps(jsonable(value), option=orjson.OPT_INDENT_2) + b"\n"
 
 
@@ -416,13 +417,13 @@ def write_daily_report(lake: LakeLike, day: date | str, out_dir: str | Path | St
 
     for name, data in results.items():
         body = {k: v for k, v in data.items() if k not in ("records", "table")}
-        write(f"{name}.json", dump_json({"report": name, "day": day, **body}))
+        write(f"{name}.json", report_json({"report": name, "day": day, **body}))
         for index, table in enumerate(TABLES[name]):
             rows = data.get(table) or []
             write(f"{name}.csv" if index == 0 else f"{name}.{table}.csv",
                   csv_text([rows] if isinstance(rows, dict) else rows, CSV_COLUMNS[name][table]))
     if "spikes" in results:
-        write("insights.json", dump_json({"Records": results["spikes"]["records"]}))
+        write("insights.json", report_json({"Records": results["spikes"]["records"]}))
     write("report.md", render_markdown(day, results, summary))
     write("report.html", render_html(day, results, summary))
     return summary

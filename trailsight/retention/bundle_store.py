@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from trailsight.errors import ArchiveError, StorageError
+from trailsight.errors import ArchivedObjectError, ArchiveError, StorageError
 from trailsight.retention.policy import ARCHIVE_CLASSES
-from trailsight.storage.store import ArchivedObjectError, ObjectHead, Storage
+from trailsight.storage.store import ObjectHead, Storage
 
 __all__ = ["ArchivedObjectError", "BundleObject", "BundleStore"]
 

@@ -9,10 +9,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from trailsight.errors import ArchiveError, StorageError
+from trailsight.errors import ArchivedObjectError, ArchiveError, StorageError
 from trailsight.retention.archive import day_lock
 from trailsight.retention.bundle import Member, bundle_group, day_path, group_parts, read_bundle
-from trailsight.retention.bundle_store import ArchivedObjectError, BundleObject, BundleStore
+from trailsight.retention.bundle_store import BundleObject, BundleStore
 from trailsight.retention.manifest import load_manifests
 from trailsight.retention.policy import Policy, load_policy
 from trailsight.storage.store import Storage, as_storage

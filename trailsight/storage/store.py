@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from botocore.exceptions import ClientError
 
-from trailsight.errors import StorageError, TransientError, first_line
+from trailsight.errors import ArchivedObjectError, StorageError, TransientError, first_line
 from trailsight.storage.aws import client, region_name, require_credentials, s3_endpoint
 
 # S3 answers a failed If-Match / If-None-Match / per-object ETag condition with one of these codes.
@@ -60,10 +60,6 @@ def _inside(path: str, root: str) -> bool:
 SHA_METADATA = "trailsight-sha256"
 # S3 takes at most this much in one PUT or COPY.
 MAX_SINGLE_REQUEST_BYTES = 5 * 2**30
-
-
-class ArchivedObjectError(StorageError):
-    """An object in an archive storage class was read before a restore made it readable."""
 
 
 @dataclass(frozen=True)
