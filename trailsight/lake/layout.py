@@ -179,11 +179,12 @@ def alias_key(partition: Partition, name: str) -> str:
     return f"{ALIASES_PREFIX}/{partition_key(partition)}/alias-{name}.parquet"
 
 
-def partition_event_ids(lake: Storage, partition: Partition) -> pa.ChunkedArray:
-    """The eventID column of a partition's files."""
-    parts = [pq.read_table(lake.path(key), columns=["eventid"], filesystem=lake.fs).column("eventid")
-             for key in partition_files(lake, partition)[0]]
-    return pa.chunked_array([chunk for part in parts for chunk in part.chunks], pa.string())
+def read_identities(lake: Storage, keys: list[str]) -> tuple[np.ndarray, pa.ChunkedArray]:
+    """The sorted `eventhash` values and the eventID column of data files, read together (one read per file)."""
+    tables = [pq.read_table(lake.path(key), columns=["eventhash", "eventid"], filesystem=lake.fs) for key in keys]
+    hashes = np.sort(np.concatenate([t.column("eventhash").to_numpy() for t in tables])) if tables \
+        else np.empty(0, np.int64)
+    return hashes, pa.chunked_array([chunk for t in tables for chunk in t.column("eventid").chunks], pa.string())
 
 
 def _day_folders(lake: Storage, table: str, start: date | None, end: date | None) -> list[tuple[date, str]]:

@@ -30,10 +30,10 @@ from trailsight.lake.layout import (
     alias_key,
     alias_keys,
     part_name,
-    partition_event_ids,
     partition_files,
     partition_key,
     read_hashes,
+    read_identities,
 )
 from trailsight.schema import arrow_schema, load_schema
 from trailsight.storage.lock import pid_alive
@@ -254,15 +254,22 @@ class PartitionWriter:
                 self.flush(oldest)
             self.write_round()
 
+    def _read_existing(self, partition: Partition) -> None:
+        """What the partition already holds: one listing, one read of each visible file for both identities."""
+        keys, self.epochs[partition] = partition_files(self.lake, partition)
+        hashes, ids = read_identities(self.lake, keys)
+        aliases = read_hashes(self.lake, alias_keys(self.lake, partition))
+        self.known[partition] = np.sort(np.concatenate([hashes, aliases])) if len(aliases) else hashes
+        self.known_ids[partition] = np.unique(event_id_hashes(ids))
+
     def _existing_hashes(self, partition: Partition) -> np.ndarray:
         if partition not in self.known:
-            keys, self.epochs[partition] = partition_files(self.lake, partition)
-            self.known[partition] = read_hashes(self.lake, keys + alias_keys(self.lake, partition))
+            self._read_existing(partition)
         return self.known[partition]
 
     def _existing_ids(self, partition: Partition) -> np.ndarray:
         if partition not in self.known_ids:
-            self.known_ids[partition] = np.unique(event_id_hashes(partition_event_ids(self.lake, partition)))
+            self._read_existing(partition)
         return self.known_ids[partition]
 
     def flush(self, partition: Partition) -> None:

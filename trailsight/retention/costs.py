@@ -15,7 +15,6 @@ age, plus the one-off requests and early-deletion charges falling on it. Every p
 from __future__ import annotations
 
 import math
-import tomllib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from trailsight.retention.policy import (
     Transition,
     did_you_mean,
     load_policy,
+    read_toml,
 )
 from trailsight.source.discovery import discover
 from trailsight.storage.store import Storage, as_storage
@@ -86,13 +86,8 @@ _WHOLE_FIELDS = frozenset({"min_days", "min_billable_kb", "overhead_kb", "overhe
 def load_prices(path: str | Path | None = None) -> Prices:
     """Read the price table (default: the retention-prices.toml shipped with trailsight)."""
     file = Path(path) if path else DEFAULT_PRICES
-    try:
-        data = tomllib.loads(file.read_text())
-    except FileNotFoundError:
-        raise PolicyError(f"no price table at {file}; write one with "
-                          "`trailsight retention defaults --prices > retention-prices.toml` and edit it") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"{file} is not valid TOML ({exc}); fix the line it names") from None
+    data = read_toml(file, f"no price table at {file}; write one with "
+                           "`trailsight retention defaults --prices > retention-prices.toml` and edit it")
     return prices_from_dict(data, str(file))
 
 

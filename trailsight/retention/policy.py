@@ -188,14 +188,19 @@ SECTIONS = ("raw", "bundles", "lake", "lifecycle")
 def load_policy(path: str | Path | None = None) -> Policy:
     """Read and validate a policy file (default: the retention.toml shipped with trailsight)."""
     file = Path(path) if path else DEFAULT_POLICY
+    data = read_toml(file, f"no retention policy at {file}; write one with `trailsight retention defaults > "
+                           "retention.toml` and edit it")
+    return policy_from_dict(data, str(file))
+
+
+def read_toml(file: Path, missing: str) -> dict[str, Any]:
+    """A TOML file's values; a missing file raises `missing`, a broken one names the line to fix."""
     try:
-        data = tomllib.loads(file.read_text())
+        return tomllib.loads(file.read_text())
     except FileNotFoundError:
-        raise PolicyError(f"no retention policy at {file}; write one with `trailsight retention defaults > "
-                          "retention.toml` and edit it") from None
+        raise PolicyError(missing) from None
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{file} is not valid TOML ({exc}); fix the line it names") from None
-    return policy_from_dict(data, str(file))
 
 
 def policy_from_dict(data: dict[str, Any], path: str = "policy") -> Policy:
