@@ -52,6 +52,8 @@ ODD_RECORDS = {
     "repeated-in-unknown": ['"note":{"k":1,"k":1}'],
     "repeated-in-identity": ['"userIdentity":{"type":"IAMUser","type":"Root","accountId":"111122223333"}'],
     "repeated-in-tls": ['"tlsDetails":{"tlsVersion":"TLSv1.2","tlsVersion":"TLSv1.3"}'],
+    "repeated-in-addendum": ['"addendum":{"reason":"DELIVERY_DELAY","reason":"UPDATED_DATA"}'],
+    "repeated-in-resources": ['"resources":[{"ARN":"arn:aws:s3:::a","ARN":"arn:aws:s3:::b","type":"AWS::S3::Bucket"}]'],
 }
 
 
@@ -114,6 +116,22 @@ def test_a_repeated_top_level_key_quarantines_only_that_record_with_its_reason(w
     (record,) = entry["records"]
     assert "eventTime" in record["reason"] and "2 times" in record["reason"]
     assert not list((tmp_path / "lake" / "cloudtrail").glob("event_date=2024-05-02"))
+
+
+@pytest.mark.parametrize("member", ['"userAgent":"second"', '"sourceIPAddress":"203.0.113.9"',
+                                    '"requestParameters":{"bucket":"other"}', '"readOnly":false',
+                                    '"recipientAccountId":"999988887777"', '"errorCode":"AccessDenied"'])
+def test_any_top_level_key_given_twice_quarantines_the_record_never_keeps_one_silently(
+        member: str, write_log: WriteLog, tmp_path: Path) -> None:
+    first = record_text("twice", '"errorCode":"Throttling"', '"requestParameters":{"bucket":"b"}')
+    twice = first[:-1] + "," + member + "}"
+    write_log(log_key(datetime(2024, 5, 1, 10, 5)),
+              raw=gzip.compress(('{"Records":[' + twice + "," + record_text("plain") + "]}").encode(), mtime=0))
+    summary = ingest(tmp_path / "source", tmp_path / "lake", workers=1)
+    assert (summary.events_read, summary.events_written, summary.events_quarantined) == (2, 1, 1)
+    (entry,) = [json.loads(p.read_bytes()) for p in (tmp_path / "lake" / "_quarantine").rglob("*.json")]
+    key = json.loads(member.split(":", 1)[0])
+    assert f"{key!r} appears 2 times" in entry["records"][0]["reason"]
 
 
 def test_a_record_nested_deeper_than_the_limit_is_quarantined_not_the_run(write_log: WriteLog,

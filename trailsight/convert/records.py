@@ -35,6 +35,7 @@ from trailsight.convert.typed import (
     Origin,
     Source,
     TypedBatch,
+    key_ends,
     split_records,
 )
 from trailsight.errors import BadInput
@@ -731,19 +732,10 @@ class BatchConverter:
         identities = [record_identity(raw) for raw in records]
         if self.keep_identities:
             result.identities = identities
-        typed = self.typed
-        first, event_keys = len(typed.events), typed.event_keys
         for index, raw in enumerate(records):
             origin = (source, index, raw, identities[index])
-            if not typed.add(origin):
+            if not self.typed.add(origin, key_ends(bytes(raw))):
                 self._convert_exactly(origin)
-        # Every `"event` in the text should be a field of an event taken (or in "events.amazonaws.com"): one more
-        # may be a key given twice.
-        taken, found = typed.event_keys - event_keys, text.count(b'"event')
-        if found != taken and found - text.count(b'"events') != taken:
-            for origin in typed.take_back_repeated_keys(first):
-                self._convert_exactly(origin)
-            result.quarantined.sort(key=lambda q: q.index)
         return result
 
     def _convert_exactly(self, origin: Origin) -> None:

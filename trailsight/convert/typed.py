@@ -11,10 +11,9 @@ handed back to the exact row-by-row conversion in `conversion`, so both paths ke
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -72,9 +71,6 @@ class _Decoders:
     memoized: dict[str, msgspec.json.Decoder]
     columns: tuple[Field, ...]
     schema: pa.Schema
-    event_fields: Callable[[msgspec.Struct], tuple[Any, ...]]
-    """The values of the top-level fields named `event...` (eventTime, eventID, ...): counted to catch a
-    repeated key."""
 
 
 @cache
@@ -85,8 +81,7 @@ def _decoders() -> _Decoders:
     memoized = {c.source: msgspec.json.Decoder(_msgspec_type(c, c.name)) for c in schema.columns
                 if c.source in MEMOIZED}
     return _Decoders(msgspec.json.Decoder(log_file), msgspec.json.Decoder(event), memoized, schema.columns,
-                     arrow_schema(schema),
-                     attrgetter(*(c.source for c in schema.columns if c.source.startswith("event"))))
+                     arrow_schema(schema))
 
 
 def split_records(text: bytes) -> list[msgspec.Raw]:
@@ -100,6 +95,22 @@ def split_records(text: bytes) -> list[msgspec.Raw]:
 Origin = tuple[int, int, msgspec.Raw, int]
 """Where a record came from, to convert it again or to place it: (source number, index in its file, its JSON
 text, its identity). A plain tuple: one is made per event."""
+
+KEY_END = b'":'
+"""How every key of compact or `"key": value` JSON ends, and no string's content can contain unescaped."""
+_MISLEADING_KEY_ENDS = (b'\\":', b" :", b"\t:", b"\n:", b"\r:")
+"""Text where counting KEY_END may miss a key (whitespace before a colon) or count a string's content."""
+
+
+def key_ends(text: bytes) -> int:
+    """How many keys a record's text gives, at every level: -1 when the text does not allow counting them.
+
+    A struct decodes a key given twice as its last value, silently; comparing this with the keys the decoded
+    record holds finds every repeat without parsing the text again.
+    """
+    if any(mark in text for mark in _MISLEADING_KEY_ENDS):
+        return -1
+    return text.count(KEY_END)
 
 
 @dataclass(frozen=True)
@@ -120,14 +131,14 @@ class TypedBatch:
         self.events: list[msgspec.Struct] = []
         self.origins: list[Origin] = []
         self.sources: list[Source] = []
-        self.event_keys = 0
-        """How many `event...` fields the events taken so far have: see `take_back_repeated_keys`."""
+        self.key_ends: list[int] = []
+        """Each taken event's `key_ends`, checked against its decoded keys in `build`."""
 
     def add_source(self, source: Source) -> int:
         self.sources.append(source)
         return len(self.sources) - 1
 
-    def add(self, origin: Origin) -> bool:
+    def add(self, origin: Origin, key_ends: int) -> bool:
         """Take the record when it fits the typed structs; False leaves it to the exact conversion."""
         try:
             event = self.decoders.event.decode(origin[2])
@@ -138,32 +149,10 @@ class TypedBatch:
             return False
         if event.eventType == INSIGHT_EVENT_TYPE or (source or "").startswith(NOTIFICATION_SOURCE_PREFIX):
             return False
-        present = self.decoders.event_fields(event)
-        self.event_keys += len(present) - present.count(None)
         self.events.append(event)
         self.origins.append(origin)
+        self.key_ends.append(key_ends)
         return True
-
-    def take_back_repeated_keys(self, first: int) -> list[Origin]:
-        """Hand back the events taken since position `first` whose text holds an `event...` key more often than
-        the decoded event has such fields: a repeated eventTime or eventID decodes as its last value, silently,
-        so the exact conversion must see those records. Free-form values naming "event..." come back too, only
-        to be converted more slowly. Called for a file whose text counts more such keys than its events have.
-        """
-        kept_events: list[msgspec.Struct] = []
-        kept_origins: list[Origin] = []
-        handed_back = []
-        for event, origin in zip(self.events[first:], self.origins[first:], strict=True):
-            present = self.decoders.event_fields(event)
-            text = bytes(origin[2])
-            if text.count(b'"event') - text.count(b'"events') == len(present) - present.count(None):
-                kept_events.append(event)
-                kept_origins.append(origin)
-            else:
-                handed_back.append(origin)
-        self.events[first:] = kept_events
-        self.origins[first:] = kept_origins
-        return handed_back
 
     def build(self) -> tuple[pa.Table, np.ndarray, np.ndarray, list[Origin]]:
         """(the rows that converted, their day numbers, their source numbers, the records handed back)."""
@@ -174,14 +163,18 @@ class TypedBatch:
         null_json: dict[str, np.ndarray] = {}
         arrays = []
         micros = np.zeros(0, dtype=np.int64)
+        keys = np.zeros(rows, dtype=np.int64)
         astuple = msgspec.structs.astuple
         columns = zip(*[astuple(event) for event in self.events], strict=True)
         for c, values in zip(self.decoders.columns, columns, strict=True):
             if c.source in MEMOIZED:
-                arrays.append(self._memoized_column(c, values, refused))
+                array, inner_keys = self._memoized_column(c, values, refused)
+                arrays.append(array)
+                keys += inner_keys
             elif c.type == "json":
                 array, null_json[c.source] = _json_column(values, refused)
                 arrays.append(array)
+                keys += null_json[c.source] + pc.count_substring(array, KEY_END.decode()).fill_null(0).to_numpy()
             elif c.type == "timestamp":
                 texts = pa.array(values, pa.string())
                 times = pc.strptime(texts, format=_CANONICAL_TIME, unit="us", error_is_null=True)
@@ -190,6 +183,9 @@ class TypedBatch:
                 arrays.append(times.cast(arrow_type(c)))
             else:
                 arrays.append(_column(c, values))
+                keys += _keys_below(arrays[-1])
+            keys += arrays[-1].is_valid().to_numpy(zero_copy_only=False)
+        refused |= keys != np.array(self.key_ends, dtype=np.int64)
         source_numbers, _, _, identities = zip(*self.origins, strict=True)
         sources = np.array(source_numbers, dtype=np.int64)
         arrays.append(_extrafields(null_json))
@@ -204,8 +200,10 @@ class TypedBatch:
             micros, sources = micros[kept], sources[kept]
         return table, micros // _MICROS_PER_DAY, sources, handed_back
 
-    def _memoized_column(self, c: Field, values: tuple[Any, ...], refused: np.ndarray) -> pa.Array:
-        """Each distinct text decoded and converted once; rows take their value by position.
+    def _memoized_column(self, c: Field, values: tuple[Any, ...], refused: np.ndarray
+                         ) -> tuple[pa.Array, np.ndarray]:
+        """Each distinct text decoded and converted once; rows take their value by position. Also how many keys
+        each row's text gives, for the check on repeated keys (`key_ends`).
 
         Texts are told apart by their 128-bit xxh3 hash, so no copy of the text is made.
         """
@@ -217,9 +215,11 @@ class TypedBatch:
         decoder = self.decoders.memoized[c.source]
         decoded: list[Any] = []
         failed: list[int] = []
+        inner_keys = np.zeros(len(distinct) + 1, dtype=np.int64)  # the last one stands for "absent"
         for number, row in zip(distinct.tolist(), first_rows.tolist(), strict=True):
             if number < 0:
                 continue
+            inner_keys[number] = bytes(values[row]).count(KEY_END)
             try:
                 decoded.append(decoder.decode(values[row]))
             except DECODE_ERRORS:
@@ -230,7 +230,7 @@ class TypedBatch:
                 failed.append(number)
         if failed:
             refused |= np.isin(positions, failed)
-        return _column(c, decoded).take(pa.array(positions, mask=positions < 0))
+        return _column(c, decoded).take(pa.array(positions, mask=positions < 0)), inner_keys[positions]
 
 
 class _RepeatedKey(Exception):
@@ -260,6 +260,20 @@ def _repeats_a_key(text: bytes) -> bool:
     except (ValueError, RecursionError):
         return False  # the struct decoder accepted it; whatever this is, it is not a repeated key
     return False
+
+
+def _keys_below(array: pa.Array) -> np.ndarray:
+    """How many keys each row's value holds below its own: the fields present in a struct, at every depth."""
+    keys = np.zeros(len(array), dtype=np.int64)
+    if pa.types.is_struct(array.type):
+        for child in (array.field(i) for i in range(array.type.num_fields)):
+            keys += child.is_valid().to_numpy(zero_copy_only=False) + _keys_below(child)
+    elif pa.types.is_list(array.type) or pa.types.is_map(array.type):
+        items = array.flatten() if pa.types.is_list(array.type) else array.items
+        per_item = _keys_below(items) + pa.types.is_map(array.type)  # each map entry is a key
+        parents = pc.list_parent_indices(array).to_numpy()
+        keys += np.bincount(parents, weights=per_item, minlength=len(array)).astype(np.int64)
+    return keys
 
 
 def _names_its_moment(texts: pa.Array, times: pa.Array) -> np.ndarray:
