@@ -19,6 +19,7 @@ from conftest import WriteLog, day_start, log_key, make_event
 from trailsight.cli.main import run
 from trailsight.lake.progress import ProgressLines
 from trailsight.storage.aws import client
+from trailsight.storage.store import Storage
 
 
 @pytest.fixture
@@ -111,6 +112,60 @@ def test_a_retrying_s3_call_is_said_once_with_its_reason(monkeypatch: pytest.Mon
     assert FlakyS3.calls == 3
     assert [r.getMessage() for r in caplog.records] == [
         "s3 is not answering (HTTP 503); retrying, up to 8 attempts per call"]
+
+
+class FlakyObjectStore(BaseHTTPRequestHandler):
+    """One object, `b/lake/x`, behind a store whose first answer is 503 SlowDown, as a throttled bucket's is."""
+
+    body = b"the object's bytes"
+    calls = 0
+
+    def _answer(self, with_body: bool) -> None:
+        type(self).calls += 1
+        if type(self).calls == 1:
+            error = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(error) if with_body else 0))
+            self.end_headers()
+            if with_body:
+                self.wfile.write(error)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.send_header("Last-Modified", "Sun, 06 Dec 2026 07:00:00 GMT")
+        self.send_header("ETag", '"e"')
+        self.end_headers()
+        if with_body:
+            self.wfile.write(self.body)
+
+    def do_HEAD(self) -> None:
+        self._answer(with_body=False)
+
+    def do_GET(self) -> None:
+        self._answer(with_body=True)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_retried_read_through_pyarrow_is_said_once_with_its_reason(monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setattr("trailsight.storage.aws._retry_noted", set())
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyObjectStore)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("TRAILSIGHT_S3_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    try:
+        with caplog.at_level(logging.WARNING, logger="trailsight"):
+            data = Storage("s3://b/lake").read_bytes("x")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert data == FlakyObjectStore.body
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith("s3 is not answering (") and "HTTP status 503" in said
+    assert said.endswith("); retrying, up to 8 attempts per call")
 
 
 def test_generate_into_a_file_says_it_needs_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import time
+from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -24,6 +27,7 @@ RETRY_CONFIG = Config(retries={"max_attempts": MAX_ATTEMPTS, "mode": "adaptive"}
 log = logging.getLogger("trailsight.aws")
 _retry_noted: set[str] = set()
 _have_credentials: set[bool] = set()
+Result = TypeVar("Result")
 
 
 def s3_endpoint() -> str | None:
@@ -48,15 +52,39 @@ def require_credentials(url: str) -> None:
     _have_credentials.add(True)
 
 
-def _note_retry(service: str, attempts: int = 1, response: Any = None, caught_exception: Any = None,
-                **_: Any) -> None:
-    """Say once per service that calls are being retried, and why; the retrying itself is botocore's."""
-    status = response[0].status_code if response else None
-    if service in _retry_noted or not (caught_exception or (status and (status >= 500 or status == 429))):
+def note_retry(service: str, reason: str) -> None:
+    """Say once per service and process that calls are being retried, and why, so a slow store is not a hang."""
+    if service in _retry_noted:
         return
     _retry_noted.add(service)
-    reason = f"{type(caught_exception).__name__}: {caught_exception}" if caught_exception else f"HTTP {status}"
     log.warning("%s is not answering (%s); retrying, up to %s attempts per call", service, reason, MAX_ATTEMPTS)
+
+
+def _note_botocore_retry(service: str, attempts: int = 1, response: Any = None, caught_exception: Any = None,
+                         **_: Any) -> None:
+    status = response[0].status_code if response else None
+    if caught_exception or (status and (status >= 500 or status == 429)):
+        note_retry(service, f"{type(caught_exception).__name__}: {caught_exception}" if caught_exception
+                   else f"HTTP {status}")
+
+
+def retried(call: Callable[[], Result], transient: Callable[[OSError], str | None], service: str = "s3",
+            base_delay: float = 0.1, max_delay: float = 20.0) -> Result:
+    """`call()`, tried up to MAX_ATTEMPTS times while `transient` names a reason for its OSError.
+
+    For the calls pyarrow's S3 client makes, whose own retries cannot be seen: the first retry is announced like
+    botocore's. Waits grow exponentially with full jitter, as AWS recommends for throttling.
+    """
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return call()
+        except OSError as exc:
+            reason = transient(exc)
+            if reason is None or attempt == MAX_ATTEMPTS:
+                raise
+            note_retry(service, reason)
+            time.sleep(random.uniform(0, min(max_delay, base_delay * 2**attempt)))
+    raise AssertionError("unreachable")
 
 
 @cache
@@ -66,7 +94,7 @@ def client(service: str, endpoint: str | None = None) -> Any:
         endpoint = s3_endpoint()
     made = boto3.session.Session().client(service, region_name=region_name(), endpoint_url=endpoint,
                                           config=RETRY_CONFIG)
-    made.meta.events.register_first("needs-retry", lambda **kwargs: _note_retry(service, **kwargs))
+    made.meta.events.register_first("needs-retry", lambda **kwargs: _note_botocore_retry(service, **kwargs))
     return made
 
 

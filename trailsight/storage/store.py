@@ -26,7 +26,7 @@ import pyarrow.fs as pafs
 from botocore.exceptions import ClientError
 
 from trailsight.errors import ArchivedObjectError, StorageError, TransientError, first_line
-from trailsight.storage.aws import client, region_name, require_credentials, s3_endpoint
+from trailsight.storage.aws import MAX_ATTEMPTS, client, region_name, require_credentials, retried, s3_endpoint
 
 # S3 answers a failed If-Match / If-None-Match / per-object ETag condition with one of these codes.
 CONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict", "412", "NoSuchKey", "404")
@@ -36,11 +36,17 @@ TRANSIENT_MARKERS = ("SlowDown", "503", "500 ", "InternalError", "ServiceUnavail
                      "curlCode: 56", "curlCode: 7,")
 
 
+def transient_reason(exc: BaseException) -> str | None:
+    """Why a failure is worth retrying (throttling, a timeout, a reset connection, a 5xx), or None."""
+    text = str(exc)
+    if any(marker in text for marker in TRANSIENT_MARKERS) or isinstance(exc, TimeoutError | ConnectionError):
+        return first_line(exc)
+    return None
+
+
 def storage_error(message: str, exc: BaseException) -> StorageError:
     """A StorageError, or a TransientError when the cause is worth retrying."""
-    text = str(exc)
-    transient = any(marker in text for marker in TRANSIENT_MARKERS) or isinstance(exc, TimeoutError | ConnectionError)
-    return (TransientError if transient else StorageError)(f"{message}: {first_line(exc)}")
+    return (TransientError if transient_reason(exc) else StorageError)(f"{message}: {first_line(exc)}")
 
 
 # The temporary file `write_bytes` writes beside its target before renaming it: `.<name>.<32 hex digits>.tmp`.
@@ -81,8 +87,8 @@ class ObjectInfo:
     size: int
 
 
-def _s3_filesystem() -> pafs.S3FileSystem:
-    kwargs: dict = {"region": region_name(), "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=8)}
+def _s3_filesystem(attempts: int) -> pafs.S3FileSystem:
+    kwargs: dict = {"region": region_name(), "retry_strategy": pafs.AwsStandardS3RetryStrategy(attempts)}
     endpoint = s3_endpoint()
     if endpoint:
         scheme, _, host = endpoint.partition("://")
@@ -98,17 +104,23 @@ class Storage:
         self.url = text
         if text.startswith("s3://"):
             require_credentials(text)
-            self.fs: pafs.FileSystem = _s3_filesystem()
+            self.fs: pafs.FileSystem = _s3_filesystem(MAX_ATTEMPTS)
+            self._calls: pafs.FileSystem = _s3_filesystem(1)
             self.root = text.removeprefix("s3://").rstrip("/")
             self.is_local = False
         else:
             path = Path(text.removeprefix("file://")).expanduser().resolve()
-            self.fs = pafs.LocalFileSystem()
+            self.fs = self._calls = pafs.LocalFileSystem()
             self.root = path.as_posix()
             self.is_local = True
 
     def __repr__(self) -> str:
         return f"Storage({self.url!r})"
+
+    fs: pafs.FileSystem
+    """For Parquet readers (datasets, `pq.read_table`): pyarrow retries their S3 requests itself, unseen."""
+    _calls: pafs.FileSystem
+    """For this class's own calls: no retries of pyarrow's, since `retried` does them and says so."""
 
     def path(self, key: str = "") -> str:
         """Filesystem path of a key, refusing keys that would escape the root."""
@@ -122,7 +134,8 @@ class Storage:
 
     def _info(self, selector_path: str, recursive: bool) -> list[pafs.FileInfo]:
         try:
-            return self.fs.get_file_info(pafs.FileSelector(selector_path, recursive=recursive, allow_not_found=True))
+            selector = pafs.FileSelector(selector_path, recursive=recursive, allow_not_found=True)
+            return retried(lambda: self._calls.get_file_info(selector), transient_reason)
         except OSError as exc:
             raise storage_error(f"cannot list {selector_path}", exc) from exc
 
@@ -208,7 +221,8 @@ class Storage:
         if self.is_local:
             return os.path.lexists(self.path(key))
         try:
-            return self.fs.get_file_info(self.path(key)).type != pafs.FileType.NotFound
+            path = self.path(key)
+            return retried(lambda: self._calls.get_file_info(path), transient_reason).type != pafs.FileType.NotFound
         except OSError as exc:
             raise storage_error(f"cannot reach {self.path(key)}", exc) from exc
 
@@ -222,12 +236,19 @@ class Storage:
             except OSError as exc:
                 raise storage_error(f"cannot read {printable_key(self.path(key))}", exc) from exc
         try:
-            with self.fs.open_input_stream(self.path(key), compression=None) as stream:
-                return stream.read()
+            return retried(lambda: self._read_s3(self.path(key)), transient_reason)
         except FileNotFoundError as exc:
             raise StorageError(f"no such object: {self.path(key)}") from exc
         except OSError as exc:
             raise storage_error(f"cannot read {self.path(key)}", exc) from exc
+
+    def _read_s3(self, path: str) -> bytes:
+        with self._calls.open_input_stream(path, compression=None) as stream:
+            return stream.read()
+
+    def _write_s3(self, path: str, data: bytes | memoryview | pa.Buffer) -> None:
+        with self._calls.open_output_stream(path, compression=None) as out:
+            out.write(data)
 
     def write_bytes(self, key: str, data: bytes | memoryview | pa.Buffer) -> None:
         """Write an object so that readers see either the previous object or the whole new one."""
@@ -249,8 +270,7 @@ class Storage:
                         os.unlink(temp)
                     raise
             else:
-                with self.fs.open_output_stream(target, compression=None) as out:
-                    out.write(data)
+                retried(lambda: self._write_s3(target, data), transient_reason)
         except OSError as exc:
             raise storage_error(f"cannot write {target}", exc) from exc
 
@@ -558,7 +578,7 @@ class Storage:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 os.replace(source, target)
             else:
-                self.fs.move(source, target)
+                retried(lambda: self._calls.move(source, target), transient_reason)
         except FileNotFoundError as exc:
             raise StorageError(f"no such object: {source}") from exc
         except OSError as exc:
@@ -574,7 +594,8 @@ class Storage:
                 raise storage_error(f"cannot delete {printable_key(self.path(key))}", exc) from exc
             return
         try:
-            self.fs.delete_file(self.path(key))
+            path = self.path(key)
+            retried(lambda: self._calls.delete_file(path), transient_reason)
         except FileNotFoundError:
             return
         except OSError as exc:
