@@ -145,3 +145,12 @@ def test_a_record_nested_deeper_than_the_limit_is_quarantined_not_the_run(write_
     assert summary.files_quarantined == 1
     (entry,) = [json.loads(p.read_bytes()) for p in (tmp_path / "lake" / "_quarantine").rglob("*.json")]
     assert "nested" in entry["reason"]
+
+
+def test_a_file_giving_records_twice_is_quarantined_not_half_ingested(write_log: WriteLog, tmp_path: Path) -> None:
+    body = '{"Records":[' + record_text("first") + '],"Records":[' + record_text("second") + "]}"
+    write_log(log_key(datetime(2024, 5, 1, 10, 5)), raw=gzip.compress(body.encode(), mtime=0))
+    summary = ingest(tmp_path / "source", tmp_path / "lake", workers=1)
+    assert (summary.events_written, summary.files_quarantined) == (0, 1)
+    (entry,) = [json.loads(p.read_bytes()) for p in (tmp_path / "lake" / "_quarantine").rglob("*.json")]
+    assert '"Records" more than once' in entry["reason"]

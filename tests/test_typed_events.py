@@ -30,7 +30,7 @@ def convert_files(files: list[Path], typed: bool, monkeypatch: pytest.MonkeyPatc
     """(the rows by eventhash, the quarantined records, how many records the typed path took)."""
     with monkeypatch.context() as patched:
         if not typed:
-            patched.setattr(TypedBatch, "add", lambda self, origin, key_ends: False)
+            patched.setattr(TypedBatch, "add", lambda self, origin: False)
         converter = BatchConverter()
         results = [converter.add(str(path), path.read_bytes(), "123456789012", "us-east-1") for path in files]
         took = len(converter.typed.events)

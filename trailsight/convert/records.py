@@ -31,6 +31,7 @@ from isal import isal_zlib
 from trailsight.convert.typed import (
     DECODE_ERRORS,
     INSIGHT_EVENT_TYPE,
+    KEY_END,
     NOTIFICATION_SOURCE_PREFIX,
     Origin,
     Source,
@@ -293,14 +294,33 @@ def record_texts(text: bytes) -> list[bytes | msgspec.Raw]:
     records are re-serialized canonically.
     """
     try:
-        return split_records(text)
+        records = split_records(text)
     except DECODE_ERRORS:
         pass
+    else:
+        if text.count(b'"Records"') > 1 and _gives_records_twice(text):
+            raise BadInput('the file gives "Records" more than once: which list is the delivery cannot be told, '
+                           "so the file is quarantined rather than one list silently dropped")
+        return records
     try:
         with deep_parsing():
             return _split_keeping_surrogates(text)
     except DECODE_ERRORS:
         return [canonical_json(record) for record in parse_records(text)]
+
+
+def _gives_records_twice(text: bytes) -> bool:
+    """Whether the file's own object has the key "Records" twice (a decoder keeps the last list, silently)."""
+    outermost: list[list[str]] = []
+
+    def keys_of(pairs: list[tuple[str, Any]]) -> None:
+        outermost[:] = [[key for key, _ in pairs]]
+
+    try:
+        json.loads(text, object_pairs_hook=keys_of)
+    except (ValueError, RecursionError):
+        return False
+    return bool(outermost) and outermost[0].count("Records") > 1
 
 
 # A \uD800-\uDFFF escape, which msgspec refuses unless it is half of a pair; replaced by an escape of the same
@@ -732,10 +752,13 @@ class BatchConverter:
         identities = [record_identity(raw) for raw in records]
         if self.keep_identities:
             result.identities = identities
+        typed_keys = key_ends(text) - 1  # less the "Records" key; any other key only makes each record be checked
         for index, raw in enumerate(records):
             origin = (source, index, raw, identities[index])
-            if not self.typed.add(origin, key_ends(bytes(raw))):
+            if not self.typed.add(origin):
                 self._convert_exactly(origin)
+                typed_keys -= bytes(raw).count(KEY_END)
+        self.typed.count_keys(source, typed_keys if typed_keys >= 0 else -1)
         return result
 
     def _convert_exactly(self, origin: Origin) -> None:

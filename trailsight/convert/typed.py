@@ -97,18 +97,19 @@ Origin = tuple[int, int, msgspec.Raw, int]
 text, its identity). A plain tuple: one is made per event."""
 
 KEY_END = b'":'
-"""How every key of compact or `"key": value` JSON ends, and no string's content can contain unescaped."""
-_MISLEADING_KEY_ENDS = (b'\\":', b" :", b"\t:", b"\n:", b"\r:")
-"""Text where counting KEY_END may miss a key (whitespace before a colon) or count a string's content."""
+"""How every key ends in JSON without whitespace before its colons; a string's content can only hold it as
+`\\":`, which makes a count too high (the record then takes the exact conversion), never too low."""
+_SPACE_BEFORE_A_COLON = (b'" ', b"\t", b"\n", b"\r")
+"""Text holding one of these may have whitespace between a key and its colon: its keys are not counted."""
 
 
 def key_ends(text: bytes) -> int:
-    """How many keys a record's text gives, at every level: -1 when the text does not allow counting them.
+    """How many keys a text gives, at every level, or -1 when its spacing does not let them be counted.
 
     A struct decodes a key given twice as its last value, silently; comparing this with the keys the decoded
-    record holds finds every repeat without parsing the text again.
+    records hold finds every repeat without parsing the text again. One scan of a whole file is the usual cost.
     """
-    if any(mark in text for mark in _MISLEADING_KEY_ENDS):
+    if any(mark in text for mark in _SPACE_BEFORE_A_COLON):
         return -1
     return text.count(KEY_END)
 
@@ -132,13 +133,19 @@ class TypedBatch:
         self.origins: list[Origin] = []
         self.sources: list[Source] = []
         self.key_ends: list[int] = []
-        """Each taken event's `key_ends`, checked against its decoded keys in `build`."""
+        """Per source, the `key_ends` of its typed records together: see `count_keys`."""
 
     def add_source(self, source: Source) -> int:
         self.sources.append(source)
+        self.key_ends.append(-1)
         return len(self.sources) - 1
 
-    def add(self, origin: Origin, key_ends: int) -> bool:
+    def count_keys(self, number: int, key_ends: int) -> None:
+        """How many keys the typed records of a source give in its text (-1: unknown). `build` compares it with
+        the keys they decoded into, and checks each record of a source whose counts differ."""
+        self.key_ends[number] = key_ends
+
+    def add(self, origin: Origin) -> bool:
         """Take the record when it fits the typed structs; False leaves it to the exact conversion."""
         try:
             event = self.decoders.event.decode(origin[2])
@@ -151,7 +158,6 @@ class TypedBatch:
             return False
         self.events.append(event)
         self.origins.append(origin)
-        self.key_ends.append(key_ends)
         return True
 
     def build(self) -> tuple[pa.Table, np.ndarray, np.ndarray, list[Origin]]:
@@ -168,26 +174,27 @@ class TypedBatch:
         columns = zip(*[astuple(event) for event in self.events], strict=True)
         for c, values in zip(self.decoders.columns, columns, strict=True):
             if c.source in MEMOIZED:
-                array, inner_keys = self._memoized_column(c, values, refused)
+                array, row_keys = self._memoized_column(c, values, refused)
                 arrays.append(array)
-                keys += inner_keys
             elif c.type == "json":
                 array, null_json[c.source] = _json_column(values, refused)
                 arrays.append(array)
-                keys += null_json[c.source] + pc.count_substring(array, KEY_END.decode()).fill_null(0).to_numpy()
+                row_keys = (null_json[c.source] + _present(array)
+                            + pc.count_substring(array, KEY_END.decode()).fill_null(0).to_numpy())
             elif c.type == "timestamp":
                 texts = pa.array(values, pa.string())
                 times = pc.strptime(texts, format=_CANONICAL_TIME, unit="us", error_is_null=True)
                 micros = times.cast(pa.int64()).fill_null(0).to_numpy()
                 refused |= ~_names_its_moment(texts, times) | (micros < _FIRST_MICROS)
                 arrays.append(times.cast(arrow_type(c)))
+                row_keys = _present(texts)
             else:
                 arrays.append(_column(c, values))
-                keys += _keys_below(arrays[-1])
-            keys += arrays[-1].is_valid().to_numpy(zero_copy_only=False)
-        refused |= keys != np.array(self.key_ends, dtype=np.int64)
+                row_keys = _present(arrays[-1]) + _keys_below(arrays[-1])
+            keys += row_keys
         source_numbers, _, _, identities = zip(*self.origins, strict=True)
         sources = np.array(source_numbers, dtype=np.int64)
+        refused |= self._repeated_keys(keys, sources)
         arrays.append(_extrafields(null_json))
         arrays.append(pa.DictionaryArray.from_arrays(
             pa.array(sources, pa.int32()), pa.array([s.key for s in self.sources], pa.string())).cast(pa.string()))
@@ -200,10 +207,19 @@ class TypedBatch:
             micros, sources = micros[kept], sources[kept]
         return table, micros // _MICROS_PER_DAY, sources, handed_back
 
+    def _repeated_keys(self, keys: np.ndarray, sources: np.ndarray) -> np.ndarray:
+        """Which rows' texts give more keys than the rows hold: a key given twice, or text too odd to count."""
+        decoded = np.bincount(sources, weights=keys, minlength=len(self.sources)).astype(np.int64)
+        differing = np.flatnonzero(decoded != np.array(self.key_ends, dtype=np.int64))
+        repeated = np.zeros(len(keys), dtype=bool)
+        for row in np.flatnonzero(np.isin(sources, differing)).tolist():
+            repeated[row] = key_ends(bytes(self.origins[row][2])) != keys[row]
+        return repeated
+
     def _memoized_column(self, c: Field, values: tuple[Any, ...], refused: np.ndarray
                          ) -> tuple[pa.Array, np.ndarray]:
         """Each distinct text decoded and converted once; rows take their value by position. Also how many keys
-        each row's text gives, for the check on repeated keys (`key_ends`).
+        each row gives (its own and those in its text), for the check on repeated keys (`key_ends`).
 
         Texts are told apart by their 128-bit xxh3 hash, so no copy of the text is made.
         """
@@ -230,7 +246,8 @@ class TypedBatch:
                 failed.append(number)
         if failed:
             refused |= np.isin(positions, failed)
-        return _column(c, decoded).take(pa.array(positions, mask=positions < 0)), inner_keys[positions]
+        row_keys = inner_keys[positions] + (positions >= 0)
+        return _column(c, decoded).take(pa.array(positions, mask=positions < 0)), row_keys
 
 
 class _RepeatedKey(Exception):
@@ -262,12 +279,16 @@ def _repeats_a_key(text: bytes) -> bool:
     return False
 
 
+def _present(array: pa.Array) -> np.ndarray:
+    return array.is_valid().to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def _keys_below(array: pa.Array) -> np.ndarray:
     """How many keys each row's value holds below its own: the fields present in a struct, at every depth."""
     keys = np.zeros(len(array), dtype=np.int64)
     if pa.types.is_struct(array.type):
         for child in (array.field(i) for i in range(array.type.num_fields)):
-            keys += child.is_valid().to_numpy(zero_copy_only=False) + _keys_below(child)
+            keys += _present(child) + _keys_below(child)
     elif pa.types.is_list(array.type) or pa.types.is_map(array.type):
         items = array.flatten() if pa.types.is_list(array.type) else array.items
         per_item = _keys_below(items) + pa.types.is_map(array.type)  # each map entry is a key
