@@ -94,6 +94,23 @@ def test_unknown_field_in_a_repeated_identity_is_handed_back_and_kept() -> None:
         [plain, odd, dict(odd, eventID="another")], key=lambda e: e["eventTime"] + e["eventID"])
 
 
+def test_nested_values_with_unknown_fields_stay_on_the_typed_path_and_give_the_exact_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events = [make_event(f"2024-05-01T10:00:{second:02d}Z", eventID=f"e{second}") for second in range(6)]
+    identity = events[0]["userIdentity"]
+    events[1]["userIdentity"] = {**identity, "identityProvider": "accounts.example.com", "credentialId": "c-1"}
+    events[2]["userIdentity"] = {**identity, "sessionContext": {"ec2RoleDelivery": "2.0", "novel": {"depth": 1}}}
+    events[3]["tlsDetails"] = {"tlsVersion": "TLSv1.3", "quantumSafe": True}
+    events[4]["resources"] = [{"ARN": "arn:aws:s3:::b", "type": "AWS::S3::Bucket", "tags": ["x"]}]
+    events[5]["userIdentity"] = {**identity, "identityProvider": "accounts.example.com", "credentialId": "c-1"}
+    path = tmp_path / "f.json.gz"
+    path.write_bytes(gzip.compress(json.dumps({"Records": events}, separators=(",", ":")).encode()))
+    assert assert_same_rows([path], monkeypatch) == len(events)
+    rows, quarantined = convert_records(events)
+    assert not quarantined
+    assert sorted((rebuild_event(row) for row in rows), key=lambda e: e["eventID"]) == events
+
+
 @pytest.mark.parametrize("when", ["2024-13-45T10:00:00Z", "2024-02-30T10:00:00Z", "2024-05-01T10:00:60Z",
                                   "0000-05-01T10:00:00Z"])
 def test_impossible_time_in_canonical_form_is_quarantined(when: str) -> None:

@@ -32,6 +32,7 @@ from trailsight.convert.typed import (
     DECODE_ERRORS,
     INSIGHT_EVENT_TYPE,
     KEY_END,
+    NO_PATCH,
     NOTIFICATION_SOURCE_PREFIX,
     Origin,
     Source,
@@ -724,6 +725,17 @@ def _record_reason(record: Any) -> str | None:
     return _lookalike_reason(record)
 
 
+@cache
+def _nested_converters() -> dict[str, Converter]:
+    return {c.source: converter_for(c) for c in load_schema().columns if c.type in ("struct", "array", "map")}
+
+
+def exact_nested_value(source: str, text: bytes) -> tuple[Any, Any]:
+    """The exact conversion of one nested field's JSON text, for the typed path (see `TypedBatch`)."""
+    column_value, patch = _nested_converters()[source](exact_value(text))
+    return column_value, NO_PATCH if patch is _NO_PATCH else patch
+
+
 class BatchConverter:
     """Converts several objects into shared row builders, so that small files cost little each.
 
@@ -735,7 +747,7 @@ class BatchConverter:
         self.max_uncompressed = max_uncompressed
         self.keep_identities = keep_identities
         self.builders = {name: RowBuilder(name) for name in (CLOUDTRAIL_TABLE, INSIGHTS_TABLE)}
-        self.typed = TypedBatch()
+        self.typed = TypedBatch(exact_nested_value)
 
     def add(self, key: str, data: bytes, account: str, region: str) -> ConvertedFile:
         """Convert one log object's bytes. Never raises for bad input: it is reported in the result."""

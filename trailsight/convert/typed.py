@@ -10,8 +10,9 @@ handed back to the exact row-by-row conversion in `conversion`, so both paths ke
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -124,10 +125,21 @@ class Source:
     region: str
 
 
-class TypedBatch:
-    """Typed rows of many files, turned into one Arrow table when the batch is done."""
+ExactConverter = Callable[[str, bytes], tuple[Any, Any]]
+"""The exact conversion of one nested value, given its field and JSON text: (the column's value in Arrow's Python
+form, the merge patch of what the column cannot hold, or NO_PATCH). It raises ValueError when it cannot."""
+NO_PATCH: Any = object()
 
-    def __init__(self) -> None:
+
+class TypedBatch:
+    """Typed rows of many files, turned into one Arrow table when the batch is done.
+
+    A nested value the structs refuse (an unknown field in an identity: common in real logs) is converted by
+    `exact` once per distinct text, its row staying on the fast path with the rest in `extrafields`.
+    """
+
+    def __init__(self, exact: ExactConverter) -> None:
+        self.exact = exact
         self.decoders = _decoders()
         self.events: list[msgspec.Struct] = []
         self.origins: list[Origin] = []
@@ -167,6 +179,7 @@ class TypedBatch:
             return self.decoders.schema.empty_table(), np.zeros(0, np.int64), np.zeros(0, np.int64), []
         refused = np.zeros(rows, dtype=bool)
         null_json: dict[str, np.ndarray] = {}
+        patches: dict[str, tuple[np.ndarray, list[Any]]] = {}
         arrays = []
         micros = np.zeros(0, dtype=np.int64)
         keys = np.zeros(rows, dtype=np.int64)
@@ -174,7 +187,7 @@ class TypedBatch:
         columns = zip(*[astuple(event) for event in self.events], strict=True)
         for c, values in zip(self.decoders.columns, columns, strict=True):
             if c.source in MEMOIZED:
-                array, row_keys = self._memoized_column(c, values, refused)
+                array, row_keys, patches[c.source] = self._memoized_column(c, values, refused)
                 arrays.append(array)
             elif c.type == "json":
                 array, null_json[c.source] = _json_column(values, refused)
@@ -195,7 +208,7 @@ class TypedBatch:
         source_numbers, _, _, identities = zip(*self.origins, strict=True)
         sources = np.array(source_numbers, dtype=np.int64)
         refused |= self._repeated_keys(keys, sources)
-        arrays.append(_extrafields(null_json))
+        arrays.append(_extrafields(null_json, patches))
         arrays.append(pa.DictionaryArray.from_arrays(
             pa.array(sources, pa.int32()), pa.array([s.key for s in self.sources], pa.string())).cast(pa.string()))
         arrays.append(pa.array(np.array(identities, dtype=np.uint64).view(np.int64)))
@@ -217,9 +230,10 @@ class TypedBatch:
         return repeated
 
     def _memoized_column(self, c: Field, values: tuple[Any, ...], refused: np.ndarray
-                         ) -> tuple[pa.Array, np.ndarray]:
+                         ) -> tuple[pa.Array, np.ndarray, tuple[np.ndarray, list[Any]]]:
         """Each distinct text decoded and converted once; rows take their value by position. Also how many keys
-        each row gives (its own and those in its text), for the check on repeated keys (`key_ends`).
+        each row gives (its own and those in its text), for the check on repeated keys (`key_ends`), and each
+        row's merge patch for this field, as (positions, the patch of each distinct text or NO_PATCH).
 
         Texts are told apart by their 128-bit xxh3 hash, so no copy of the text is made.
         """
@@ -230,24 +244,42 @@ class TypedBatch:
         distinct, first_rows = np.unique(positions, return_index=True)
         decoder = self.decoders.memoized[c.source]
         decoded: list[Any] = []
+        exact: list[Any] = []
+        patches: list[Any] = []
         failed: list[int] = []
         inner_keys = np.zeros(len(distinct) + 1, dtype=np.int64)  # the last one stands for "absent"
         for number, row in zip(distinct.tolist(), first_rows.tolist(), strict=True):
             if number < 0:
                 continue
-            inner_keys[number] = bytes(values[row]).count(KEY_END)
-            try:
-                decoded.append(decoder.decode(values[row]))
-            except DECODE_ERRORS:
-                decoded.append(None)
-                failed.append(number)
+            text = bytes(values[row])
+            inner_keys[number] = text.count(KEY_END)
+            value = None
+            with contextlib.suppress(DECODE_ERRORS):
+                value = decoder.decode(text)
+            if value is not None and not _repeats_a_key(text):
+                decoded.append(value)
+                exact.append(None)
+                patches.append(NO_PATCH)
                 continue
-            if _repeats_a_key(bytes(values[row])):
+            decoded.append(None)
+            try:
+                column_value, patch = self.exact(c.source, text)
+            except ValueError:
+                column_value, patch = None, NO_PATCH
                 failed.append(number)
+            exact.append(column_value)
+            patches.append(patch)
         if failed:
             refused |= np.isin(positions, failed)
         row_keys = inner_keys[positions] + (positions >= 0)
-        return _column(c, decoded).take(pa.array(positions, mask=positions < 0)), row_keys
+        mask = positions < 0
+        if all(value is None for value in exact):
+            return _column(c, decoded).take(pa.array(positions, mask=mask)), row_keys, (positions, patches)
+        # Values converted exactly follow the typed ones: a row's index moves past them when its text was one.
+        both = pa.concat_arrays([_column(c, decoded), pa.array(exact, arrow_type(c))])
+        moved = np.array([value is not None for value in exact] + [False], dtype=bool)
+        indices = positions + np.where(moved[positions], len(exact), 0)
+        return both.take(pa.array(indices, mask=mask)), row_keys, (positions, patches)
 
 
 class _RepeatedKey(Exception):
@@ -357,17 +389,35 @@ def _is_utf8(text: bytes) -> bool:
     return True
 
 
-def _extrafields(null_json: dict[str, np.ndarray]) -> pa.Array:
-    """The merge patch of typed rows: only the free-form fields that were an explicit null, in schema order.
+def _extrafields(null_json: dict[str, np.ndarray], patches: dict[str, tuple[np.ndarray, list[Any]]]) -> pa.Array:
+    """The merge patch of typed rows, in schema order: the free-form fields that were an explicit null, and what
+    the exact conversion of a nested value could not hold.
 
     Rows share a handful of combinations, so each combination's text is made once.
     """
     sources = list(null_json)
-    combination = np.zeros(len(next(iter(null_json.values()))), dtype=np.int32)
+    combination = np.zeros(len(next(iter(null_json.values()))), dtype=np.int64)
     for bit, source in enumerate(sources):
-        combination |= null_json[source].astype(np.int32) << bit
-    present = np.unique(combination).tolist()
-    texts = ["{" + ",".join(f'"{source}":null' for bit, source in enumerate(sources) if code >> bit & 1) + "}"
-             if code else None for code in present]
-    indices = np.searchsorted(present, combination).astype(np.int32)
-    return pa.DictionaryArray.from_arrays(indices, pa.array(texts, pa.string())).cast(pa.string())
+        combination |= null_json[source].astype(np.int64) << bit
+    patched = [(source, positions, texts) for source, (positions, texts) in patches.items()
+               if any(patch is not NO_PATCH for patch in texts)]
+    for source, positions, _ in patched:
+        # Each distinct value of the field is a number; rows without the field, or with no patch, count as 0.
+        combination = combination * (len(patches[source][1]) + 1) + np.where(positions < 0, 0, positions + 1)
+    _, first_rows, indices = np.unique(combination, return_index=True, return_inverse=True)
+    texts = []
+    for row in first_rows.tolist():
+        patch = {source: None for source in sources if null_json[source][row]}
+        for source, positions, field_patches in patched:
+            if positions[row] >= 0 and field_patches[positions[row]] is not NO_PATCH:
+                patch[source] = field_patches[positions[row]]
+        texts.append(_patch_text(patch, [c.source for c in _decoders().columns]) if patch else None)
+    return pa.DictionaryArray.from_arrays(indices.astype(np.int32), pa.array(texts, pa.string())).cast(pa.string())
+
+
+def _patch_text(patch: dict[str, Any], order: list[str]) -> str:
+    ordered = {source: patch[source] for source in order if source in patch}
+    try:
+        return orjson.dumps(ordered).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(ordered, separators=(",", ":"), ensure_ascii=False)
