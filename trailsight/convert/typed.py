@@ -247,21 +247,21 @@ class TypedBatch:
         exact: list[Any] = []
         patches: list[Any] = []
         failed: list[int] = []
-        inner_keys = np.zeros(len(distinct) + 1, dtype=np.int64)  # the last one stands for "absent"
+        exact_keys: dict[int, int] = {}
         for number, row in zip(distinct.tolist(), first_rows.tolist(), strict=True):
             if number < 0:
                 continue
             text = bytes(values[row])
-            inner_keys[number] = text.count(KEY_END)
             value = None
             with contextlib.suppress(DECODE_ERRORS):
                 value = decoder.decode(text)
-            if value is not None and not _repeats_a_key(text):
+            if value is not None:
                 decoded.append(value)
                 exact.append(None)
                 patches.append(NO_PATCH)
                 continue
             decoded.append(None)
+            exact_keys[number] = text.count(KEY_END)
             try:
                 column_value, patch = self.exact(c.source, text)
             except ValueError:
@@ -271,44 +271,21 @@ class TypedBatch:
             patches.append(patch)
         if failed:
             refused |= np.isin(positions, failed)
+        typed = _column(c, decoded)
+        # The keys each distinct value holds: as decoded (a key given twice is then missing from the count, and
+        # the record's check catches it), or, for a value converted exactly, as its text gives them.
+        inner_keys = np.append(_keys_below(typed), 0)  # the last one stands for "absent"
+        for number, keys in exact_keys.items():
+            inner_keys[number] = keys
         row_keys = inner_keys[positions] + (positions >= 0)
         mask = positions < 0
         if all(value is None for value in exact):
-            return _column(c, decoded).take(pa.array(positions, mask=mask)), row_keys, (positions, patches)
+            return typed.take(pa.array(positions, mask=mask)), row_keys, (positions, patches)
         # Values converted exactly follow the typed ones: a row's index moves past them when its text was one.
-        both = pa.concat_arrays([_column(c, decoded), pa.array(exact, arrow_type(c))])
+        both = pa.concat_arrays([typed, pa.array(exact, arrow_type(c))])
         moved = np.array([value is not None for value in exact] + [False], dtype=bool)
         indices = positions + np.where(moved[positions], len(exact), 0)
         return both.take(pa.array(indices, mask=mask)), row_keys, (positions, patches)
-
-
-class _RepeatedKey(Exception):
-    pass
-
-
-def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    if len({key for key, _ in pairs}) != len(pairs):
-        raise _RepeatedKey
-    return dict(pairs)
-
-
-def _repeats_a_key(text: bytes) -> bool:
-    """Whether JSON text gives a key twice in one object, which a struct decodes as its last value, silently.
-
-    Checked once per distinct text: text that orjson writes back byte for byte has no repeated key.
-    """
-    try:
-        if orjson.dumps(orjson.loads(text)) == text:
-            return False
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-        pass
-    try:
-        json.loads(text, object_pairs_hook=_refuse_repeats)
-    except _RepeatedKey:
-        return True
-    except (ValueError, RecursionError):
-        return False  # the struct decoder accepted it; whatever this is, it is not a repeated key
-    return False
 
 
 def _present(array: pa.Array) -> np.ndarray:
@@ -321,11 +298,13 @@ def _keys_below(array: pa.Array) -> np.ndarray:
     if pa.types.is_struct(array.type):
         for child in (array.field(i) for i in range(array.type.num_fields)):
             keys += _present(child) + _keys_below(child)
-    elif pa.types.is_list(array.type) or pa.types.is_map(array.type):
-        items = array.flatten() if pa.types.is_list(array.type) else array.items
-        per_item = _keys_below(items) + pa.types.is_map(array.type)  # each map entry is a key
-        parents = pc.list_parent_indices(array).to_numpy()
-        keys += np.bincount(parents, weights=per_item, minlength=len(array)).astype(np.int64)
+    elif pa.types.is_map(array.type):  # string to string: each entry is a key
+        offsets = array.offsets.to_numpy()
+        keys += np.where(_present(array) > 0, np.diff(offsets), 0)
+    elif pa.types.is_list(array.type):
+        lengths = pc.list_value_length(array).fill_null(0).to_numpy(zero_copy_only=False)
+        parents = np.repeat(np.arange(len(array)), lengths)
+        keys += np.bincount(parents, weights=_keys_below(array.flatten()), minlength=len(array)).astype(np.int64)
     return keys
 
 
