@@ -138,8 +138,11 @@ def test_library_findings_carry_technique_events_and_reason(findings: list[Findi
 
 
 def test_threshold_detection_reports_what_it_counted(findings: list[Finding]) -> None:
-    (bulk,) = [f for f in findings if f.control == "secrets-bulk-read"]
-    assert bulk.details["distinct_count"] == 12 and "prod/db-0" in bulk.details["distinct"]
+    by_id = {f.account: f for f in findings if f.control == "secrets-bulk-read"}
+    one_by_one = by_id[ACCOUNTS[("secrets-bulk-read", "positive", 0)]]
+    assert one_by_one.details["distinct_count"] == 12 and "prod/db-0" in one_by_one.details["distinct"]
+    batched = by_id[ACCOUNTS[("secrets-bulk-read", "positive", 1)]]
+    assert batched.details["distinct_count"] == 12 and "prod/1-6" in batched.details["distinct"]
 
 
 def test_library_sql_renders_for_athena_without_parameters_inside_the_derived_table() -> None:

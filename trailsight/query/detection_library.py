@@ -31,7 +31,8 @@ TECHNIQUE = re.compile(r"^T\d{4}(\.\d{3})?$")
 QUOTED = re.compile(r"'[^']*'")
 IDENTIFIER = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 REQUIRED = ("id", "title", "technique", "tactic", "severity", "rationale", "references", "match")
-THRESHOLD_KEYS = {"min_events", "min_distinct_details", "min_distinct_sources", "per_detail", "unshared_sources"}
+THRESHOLD_KEYS = {"min_events", "min_distinct_details", "min_distinct_sources", "per_detail", "unshared_sources",
+                  "list_details"}
 # Columns every matching row keeps; enough to show the event and to group it by principal.
 EVENT_COLUMNS = (
     "event_date", "account", "region", "eventid", "eventtime", "eventsource", "eventname",
@@ -46,7 +47,9 @@ class Threshold:
 
     With `per_detail` the events are counted per detail value (e.g. per instance session) instead of per principal,
     and with `unshared_sources` only the source addresses no other detail value of the principal used that day
-    count (a fleet of instances sharing NAT addresses is not one instance used from elsewhere).
+    count (a fleet of instances sharing NAT addresses is not one instance used from elsewhere). With
+    `list_details` a detail that is a JSON array (`json_format(json_extract(...))`) counts each of its items, so
+    ten parameter names read in one call count as ten.
     """
 
     min_events: int = 1
@@ -54,6 +57,7 @@ class Threshold:
     min_distinct_sources: int = 1
     per_detail: bool = False
     unshared_sources: bool = False
+    list_details: bool = False
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ HEADER = re.compile(r"^--\s*(\w+):\s*(.*)$")
 ATHENA_COMPAT_MACROS = (
     "CREATE OR REPLACE MACRO json_extract_scalar(doc, path) AS json_extract_string(doc, path)",
     "CREATE OR REPLACE MACRO regexp_like(text, pattern) AS regexp_matches(text, pattern)",
+    "CREATE OR REPLACE MACRO json_format(doc) AS CAST(doc AS VARCHAR)",
 )
 
 

@@ -23,6 +23,7 @@ Deliberate choices, each tested with events that must fire and near-misses that 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -359,9 +360,27 @@ def findings_from_events(rows: list[dict[str, Any]], config: DetectionConfig) ->
 # --- the detection library -----------------------------------------------------------------------------
 
 
+def _distinct_details(detection: Detection, matches: list[dict[str, Any]]) -> set[str]:
+    """The distinct details of matching events; the items of a JSON array each count with `list_details`."""
+    details = {str(r["detail"]) for r in matches if r.get("detail") is not None}
+    if not detection.threshold.list_details:
+        return details
+    items: set[str] = set()
+    for detail in details:
+        try:
+            value = json.loads(detail)
+        except ValueError:
+            value = detail
+        if isinstance(value, list):
+            items.update(str(item) for item in value)
+        else:
+            items.add(detail)
+    return items
+
+
 def _reaches_threshold(detection: Detection, matches: list[dict[str, Any]], shared: set[str]) -> bool:
     threshold = detection.threshold
-    details = {str(r["detail"]) for r in matches if r.get("detail") is not None}
+    details = _distinct_details(detection, matches)
     sources = {r["sourceipaddress"] for r in matches if r.get("sourceipaddress")} - shared
     return (len(matches) >= threshold.min_events
             and (threshold.min_distinct_details <= 1 or len(details) >= threshold.min_distinct_details)
@@ -371,7 +390,7 @@ def _reaches_threshold(detection: Detection, matches: list[dict[str, Any]], shar
 def _library_group_finding(detection: Detection, account: str, principal: str, matches: list[dict[str, Any]],
                            config: DetectionConfig) -> Finding:
     """The finding of one principal's matching events (those of the groups that reached the threshold)."""
-    details = sorted({str(r["detail"]) for r in matches if r.get("detail") is not None})
+    details = sorted(_distinct_details(detection, matches))
     sources = sorted({r["sourceipaddress"] for r in matches if r.get("sourceipaddress")})
     names: dict[str, int] = {}
     for row in matches:
