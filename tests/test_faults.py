@@ -30,7 +30,7 @@ from trailsight.lake.ingest import ingest
 from trailsight.lake.layout import LOCK_KEY
 from trailsight.query.duckdb_engine import run_sql
 from trailsight.storage.aws import client, split_s3_url
-from trailsight.storage.store import Storage, copy_objects
+from trailsight.storage.store import Storage, copy_objects, transient_reason
 
 QUERY = "SELECT eventid, eventhash, event_date, account, region FROM cloudtrail ORDER BY eventid, account"
 DAY1, DAY2 = date(2024, 5, 1), date(2024, 5, 2)
@@ -196,6 +196,20 @@ class FaultyS3Proxy:
 
 def via(proxy: FaultyS3Proxy) -> dict[str, str]:
     return {"TRAILSIGHT_S3_ENDPOINT": proxy.url, "AWS_ENDPOINT_URL": proxy.url}
+
+
+@pytest.mark.parametrize(("message", "transient"), [
+    ("AWS Error SLOW_DOWN during ListObjectsV2 operation: Please reduce your request rate.", True),
+    ("AWS Error INTERNAL_FAILURE during GetObject operation", True),
+    ("AWS Error NETWORK_CONNECTION during HeadObject operation: curlCode: 56, Failure when receiving data", True),
+    ("An error occurred (SlowDown) when calling the PutObject operation", True),
+    ("HTTP 503 Service Unavailable", True),
+    ("AWS Error ACCESS_DENIED during GetObject operation: Access Denied", False),
+    ("Path does not exist 'bucket/AWSLogs/1/CloudTrail/x/2024/05/01/1_CloudTrail_x_20240501T0500Z_ab.json.gz'", False),
+])
+def test_throttling_and_server_errors_are_retried_in_every_spelling_s3_clients_print(
+        message: str, transient: bool) -> None:
+    assert (transient_reason(OSError(message)) is not None) is transient
 
 
 # Every kind of request fails, each way S3 and networks fail, spread so that no single call needs more than two

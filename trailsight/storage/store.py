@@ -31,15 +31,20 @@ from trailsight.storage.aws import MAX_ATTEMPTS, client, region_name, require_cr
 # S3 answers a failed If-Match / If-None-Match / per-object ETag condition with one of these codes.
 CONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict", "412", "NoSuchKey", "404")
 
-TRANSIENT_MARKERS = ("SlowDown", "503", "500 ", "InternalError", "ServiceUnavailable", "Throttl", "RequestTimeout",
-                     "timed out", "Timeout", "Connection reset", "connection reset", "Broken pipe", "curlCode: 28",
-                     "curlCode: 56", "curlCode: 7,")
+# Matched against the error's text lowered and without `_` or spaces, so that S3's codes (`SlowDown`), the names
+# pyarrow's C++ client prints (`SLOW_DOWN`, `INTERNAL_FAILURE`) and curl's messages are all recognised.
+TRANSIENT_MARKERS = ("slowdown", "reduceyourrequestrate", "internalerror", "internalfailure",
+                     "serviceunavailable", "throttl", "requesttimeout", "timedout", "timeout", "connectionreset",
+                     "networkconnection", "brokenpipe", "curlcode:28", "curlcode:56", "curlcode:7,")
+# A 5xx status standing alone (not a digit run inside a key's name).
+SERVER_ERROR_STATUS = re.compile(r"(?<![\w/.-])5(00|02|03|04)(?![\w/.-])")
 
 
 def transient_reason(exc: BaseException) -> str | None:
     """Why a failure is worth retrying (throttling, a timeout, a reset connection, a 5xx), or None."""
-    text = str(exc)
-    if any(marker in text for marker in TRANSIENT_MARKERS) or isinstance(exc, TimeoutError | ConnectionError):
+    text = re.sub(r"[\s_]", "", str(exc).lower())
+    if (any(marker in text for marker in TRANSIENT_MARKERS) or SERVER_ERROR_STATUS.search(str(exc))
+            or isinstance(exc, TimeoutError | ConnectionError)):
         return first_line(exc)
     return None
 
