@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from report_fixtures import ACCOUNT, assumed_role, build_lake, event, iam_user
+from report_fixtures import ACCOUNT, assumed_role, build_lake, console_login, event, iam_user
 
 from trailsight.lake.ingest import ingest
 from trailsight.query.duckdb_engine import DuckDBEngine, run_sql
@@ -29,6 +29,8 @@ from trailsight.report.insights import (
 DAY = date(2024, 3, 10)
 NEW_ACCOUNT = "222233334444"
 YOUNG_ACCOUNT = "333344445555"
+FLEET_ACCOUNT = "555566667777"
+SIGNIN_ACCOUNT = "666677778888"
 DEPLOYER = assumed_role("deployer", "ci")
 ATTACKER = assumed_role("ops", "stolen")
 
@@ -75,6 +77,18 @@ def _events() -> list[dict[str, Any]]:
     events += burst(at(DAY, 10), [30] * 5, account=NEW_ACCOUNT)
     events += background([*history[-3:], DAY], account=YOUNG_ACCOUNT)
     events += burst(at(DAY, 10), [30] * 5, account=YOUNG_ACCOUNT)
+    # an SSM fleet checking in every half hour, all together for ten minutes on some days: that again is routine
+    fleet = assumed_role("fleet-role", "i-0fleet")
+    for n, d in enumerate([*history, DAY]):
+        events += [event(at(d, h, m), "UpdateInstanceInformation", "ssm.amazonaws.com", fleet, account=FLEET_ACCOUNT)
+                   for h in range(24) for m in (0, 30)]
+        if n % 2 or d == DAY:
+            events += burst(at(d, 15 if d == DAY else 8), [2] * 10, "UpdateInstanceInformation",
+                            "ssm.amazonaws.com", identity=fleet, account=FLEET_ACCOUNT)
+    # password guessing: one failed console sign-in a day, then 60 in ten minutes (no error code to count)
+    events += [console_login(at(d, 9), iam_user("alice"), success=False, account=SIGNIN_ACCOUNT) for d in history]
+    events += [console_login(at(DAY, 13, minute, second), iam_user("alice"), success=False, account=SIGNIN_ACCOUNT)
+               for minute in range(10) for second in range(0, 60, 10)]
     return events
 
 
@@ -118,8 +132,9 @@ def test_baseline_counts_quiet_minutes_as_zero() -> None:
     assert model.baseline_minutes == 10_080
     assert model.mean == pytest.approx(48 / 1440)
     assert model.sd == pytest.approx(max(math.sqrt(48 / 1440 - (48 / 1440) ** 2), math.sqrt(48 / 1440)))
-    # the tail decides: 7 calls in a minute at 1/30 a minute has a probability under 1e-12
-    assert model.threshold == 6.5
+    # the tail decides: 5 calls in a minute at 1/30 a minute have a probability under 1e-9, 4 do not
+    assert model.threshold == 4.5
+    assert series_model(SpikeConfig(p_value=1e-12), CALL_RATE, days, DAY, DAY - timedelta(days=7)).threshold == 6.5
 
 
 def test_threshold_rises_above_the_typical_daily_peak() -> None:
@@ -193,6 +208,15 @@ def test_near_misses_do_not_fire(result) -> None:  # type: ignore[no-untyped-def
 def test_low_volume_burst_against_a_quiet_baseline_fires(result) -> None:  # type: ignore[no-untyped-def]
     spike = _insight(result, ERROR_RATE, name="GetObject")
     assert spike.errorcode == "NoSuchKey" and spike.calls == 24 and spike.duration_minutes == 3
+
+
+def test_a_burst_the_series_makes_on_other_days_is_routine(result) -> None:  # type: ignore[no-untyped-def]
+    assert not [i.row() for i in result.insights if i.account == FLEET_ACCOUNT]
+
+
+def test_failed_console_sign_ins_make_an_error_rate_spike(result) -> None:  # type: ignore[no-untyped-def]
+    spike = _insight(result, ERROR_RATE, account=SIGNIN_ACCOUNT, name="ConsoleLogin")
+    assert (spike.errorcode, spike.calls, spike.duration_minutes) == ("ConsoleLoginFailure", 60, 10)
 
 
 def test_an_account_without_history_gets_a_note_and_no_insight(result) -> None:  # type: ignore[no-untyped-def]
@@ -269,6 +293,31 @@ def test_tail_probability_follows_poisson_and_widens_for_bursty_series() -> None
 
     assert math.exp(log_tail(3, 1.0, 1.0)) == pytest.approx(1 - math.exp(-1) * (1 + 1 + 0.5), rel=1e-9)
     assert improbable_count(1.0, 1.0, math.log(1e-9)) < improbable_count(1.0, 20.0, math.log(1e-9))
+
+
+def _day_stats(minutes: np.ndarray) -> tuple[int, ...]:
+    """A day of per-minute counts as spikes_history_days gives it (windows laid twice, the second shifted)."""
+    figures = [int(minutes.sum()), int((minutes * minutes).sum()), int(minutes.max())]
+    aligned = {width: minutes.reshape(-1, width).sum(axis=1) for width in (10, 60)}
+    shifted = {width: np.roll(minutes, -(width // 2)).reshape(-1, width).sum(axis=1) for width in (10, 60)}
+    figures += [int(max(aligned[w].max(), shifted[w].max())) for w in (10, 60)]
+    return (*figures, *(int((aligned[w] * aligned[w]).sum()) for w in (10, 60)))
+
+
+def test_a_window_whose_minutes_burst_together_is_judged_by_its_own_variance() -> None:
+    # One call every ten minutes, and on two days of the week 60 more in ten minutes: minute counts look tame,
+    # ten-minute counts do not, and only the latter say how surprising such a burst is.
+    steady = np.zeros(1440, dtype=np.int64)
+    steady[::10] = 1
+    bursty = steady.copy()
+    bursty[600:610] = 6
+    days = {DAY - timedelta(days=i): _day_stats(bursty if i <= 2 else steady) for i in range(1, 8)}
+    model = series_model(SpikeConfig(), CALL_RATE, days, DAY, DAY - timedelta(days=7))
+    as_independent_minutes = series_model(SpikeConfig(), CALL_RATE, {d: s[:3] for d, s in days.items()}, DAY,
+                                          DAY - timedelta(days=7))
+    assert as_independent_minutes.window_thresholds[10] < 60 < model.window_thresholds[10]
+    # the week's own bursts do not hide one well beyond them
+    assert model.window_thresholds[10] < 120
 
 
 def test_sustained_low_rate_burst_fires_through_a_longer_window() -> None:
