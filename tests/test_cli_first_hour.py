@@ -11,6 +11,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -148,23 +149,29 @@ class FlakyObjectStore(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_retried_read_through_pyarrow_is_said_once_with_its_reason(monkeypatch: pytest.MonkeyPatch,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(("call", "answer", "reason"), [
+    (lambda store: store.read_bytes("x"), FlakyObjectStore.body, "HTTP 503"),  # a GET, retried by botocore
+    (lambda store: store.exists("x"), True, "HTTP status 503"),  # a HEAD through pyarrow, retried by trailsight
+])
+def test_a_retried_s3_call_is_said_once_with_its_reason(monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture, call: Any, answer: Any,
+                                                        reason: str) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setattr("trailsight.storage.aws._retry_noted", set())
+    monkeypatch.setattr(FlakyObjectStore, "calls", 0)
     server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyObjectStore)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("TRAILSIGHT_S3_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
     try:
         with caplog.at_level(logging.WARNING, logger="trailsight"):
-            data = Storage("s3://b/lake").read_bytes("x")
+            result = call(Storage("s3://b/lake"))
     finally:
         server.shutdown()
         server.server_close()
-    assert data == FlakyObjectStore.body
+    assert result == answer
     (said,) = [r.getMessage() for r in caplog.records]
-    assert said.startswith("s3 is not answering (") and "HTTP status 503" in said
+    assert said.startswith("s3 is not answering (") and reason in said
     assert said.endswith("); retrying, up to 8 attempts per call")
 
 

@@ -22,8 +22,11 @@ from botocore.config import Config
 from trailsight.errors import StorageError
 
 MAX_ATTEMPTS = 8
+# A pool as large as the most reads a process keeps in flight (storage.store.IO_THREADS): botocore's default of 10
+# would make the other threads wait for a connection.
+MAX_POOL_CONNECTIONS = 32
 RETRY_CONFIG = Config(retries={"max_attempts": MAX_ATTEMPTS, "mode": "adaptive"}, connect_timeout=10,
-                      read_timeout=60)
+                      read_timeout=60, max_pool_connections=MAX_POOL_CONNECTIONS)
 log = logging.getLogger("trailsight.aws")
 _retry_noted: set[str] = set()
 _have_credentials: set[bool] = set()

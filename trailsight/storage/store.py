@@ -23,7 +23,9 @@ from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-from botocore.exceptions import ClientError
+import urllib3
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from trailsight.errors import ArchivedObjectError, StorageError, TransientError, first_line
 from trailsight.storage.aws import MAX_ATTEMPTS, client, region_name, require_credentials, retried, s3_endpoint
@@ -248,8 +250,23 @@ class Storage:
             raise storage_error(f"cannot read {self.path(key)}", exc) from exc
 
     def _read_s3(self, path: str) -> bytes:
-        with self._calls.open_input_stream(path, compression=None) as stream:
-            return stream.read()
+        """One GET (pyarrow's streams ask for the size first: a HEAD per object, twice the requests to pay for
+        and to wait on). botocore retries the request; a body cut short is retried here, as a dropped connection."""
+        bucket, _, object_key = path.partition("/")
+        try:
+            body = client("s3").get_object(Bucket=bucket, Key=object_key)["Body"]
+            try:
+                return body.read()
+            finally:
+                body.close()
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404"):
+                raise FileNotFoundError(path) from exc
+            raise OSError(f"{_code(exc)}: {first_line(exc)}") from exc
+        except (HTTPClientError, BotoConnectionError, IncompleteReadError, urllib3.exceptions.HTTPError) as exc:
+            raise ConnectionError(first_line(exc)) from exc
+        except BotoCoreError as exc:
+            raise OSError(first_line(exc)) from exc
 
     def _write_s3(self, path: str, data: bytes | memoryview | pa.Buffer) -> None:
         with self._calls.open_output_stream(path, compression=None) as out:
