@@ -44,27 +44,25 @@ def write_archive(events: list[dict[str, Any]], source: Path) -> set[date]:
     return {date.fromisoformat(day) for _, _, day in groups}
 
 
-def cited_by(events: list[dict[str, Any]], work: Path) -> tuple[dict[str, int], int]:
-    """Controls whose findings list events of this recording (with how many), and the findings in all."""
+def cited_by(events: list[dict[str, Any]], work: Path) -> dict[str, int]:
+    """Controls whose findings list events of this recording, with how many."""
     shutil.rmtree(work, ignore_errors=True)
     days = write_archive(events, work / "source")
     ingest(work / "source", work / "lake", min(days), max(days), workers=1)
     lake = as_storage(work / "lake")
     wanted = {e["eventID"] for e in events}
     controls: dict[str, int] = defaultdict(int)
-    findings = 0
     for day in sorted(days):
         con = DuckDBEngine(lake)
         try:
             result = run_detections(lake, con, day)
         finally:
             con.close()
-        findings += len(result.findings)
         for finding in result.findings:
             hits = sum(1 for e in finding.events if e.get("eventID") in wanted)
             if hits:
                 controls[finding.control] += hits
-    return dict(controls), findings
+    return dict(controls)
 
 
 def main() -> None:
@@ -79,7 +77,7 @@ def main() -> None:
     for path in files:
         technique = path.stem.removeprefix("aws.")
         events = json.loads(path.read_text())
-        controls, _ = cited_by(events, args.work / technique)
+        controls = cited_by(events, args.work / technique)
         if controls:
             cited += 1
             generic_only += set(controls) <= GENERIC_CONTROLS

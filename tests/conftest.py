@@ -117,9 +117,6 @@ def moto_endpoint() -> Iterator[str]:
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
                        "TRAILSIGHT_S3_ENDPOINT": endpoint, "AWS_ENDPOINT_URL": endpoint})
-    from trailsight.storage import aws
-
-    aws.client.cache_clear()
     yield endpoint
     server.stop()
     for key, value in saved.items():
@@ -127,7 +124,6 @@ def moto_endpoint() -> Iterator[str]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    aws.client.cache_clear()
 
 
 _AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION",

@@ -150,6 +150,7 @@ class FlakyObjectStore(BaseHTTPRequestHandler):
 
 
 @pytest.mark.parametrize(("call", "answer", "reason"), [
+    (lambda store: store.read_bytes("x"), FlakyObjectStore.body, "HTTP 503"),  # a GET, retried by botocore
     (lambda store: store.exists("x"), True, "HTTP status 503"),  # a HEAD through pyarrow, retried by trailsight
 ])
 def test_a_retried_s3_call_is_said_once_with_its_reason(monkeypatch: pytest.MonkeyPatch,

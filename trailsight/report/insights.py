@@ -258,9 +258,15 @@ window figures may be missing."""
 
 def _window_figure(days: dict[date, DayStats], history: list[date], position: int) -> list[int] | None:
     """One figure of each day (0 for a quiet day), or None when the days do not give it."""
-    figures = [days[d][position] if d in days and len(days[d]) > position else 0 if d not in days else None
-               for d in history]
-    return None if None in figures else figures  # type: ignore[return-value]
+    figures = []
+    for day in history:
+        if day not in days:
+            figures.append(0)
+        elif len(days[day]) > position:
+            figures.append(days[day][position])
+        else:
+            return None
+    return figures
 
 
 def _typical_peak(days: dict[date, DayStats], history: list[date], width: int) -> float | None:

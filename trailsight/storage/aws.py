@@ -22,11 +22,12 @@ from botocore.config import Config
 from trailsight.errors import StorageError
 
 MAX_ATTEMPTS = 8
-# A pool as large as the most reads a process keeps in flight (storage.store.IO_THREADS): botocore's default of 10
-# would make the other threads wait for a connection.
-MAX_POOL_CONNECTIONS = 32
+# Requests in flight per process: a GET from S3 waits 15-50 ms on the network and costs well under a millisecond
+# of CPU, so one process needs dozens in flight to keep converting (see bench/scale_bench.py). botocore's pool
+# holds as many connections: its default of 10 would make the other threads wait for one.
+MAX_IN_FLIGHT = 32
 RETRY_CONFIG = Config(retries={"max_attempts": MAX_ATTEMPTS, "mode": "adaptive"}, connect_timeout=10,
-                      read_timeout=60, max_pool_connections=MAX_POOL_CONNECTIONS)
+                      read_timeout=60, max_pool_connections=MAX_IN_FLIGHT)
 log = logging.getLogger("trailsight.aws")
 _retry_noted: set[str] = set()
 _have_credentials: set[bool] = set()
@@ -90,13 +91,24 @@ def retried(call: Callable[[], Result], transient: Callable[[OSError], str | Non
     raise AssertionError("unreachable")
 
 
-@cache
+# The environment a client is made from: a client is kept for these values as they were.
+CLIENT_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_PROFILE")
+
+
 def client(service: str, endpoint: str | None = None) -> Any:
-    """A boto3 client; S3 uses the configured S3 endpoint unless one is given."""
+    """A boto3 client; S3 uses the configured S3 endpoint unless one is given.
+
+    Clients are kept per endpoint, region and credential settings, so a changed setting (a worker given the run's
+    environment, a test's own server) never reaches a client made for the old one.
+    """
     if service == "s3" and endpoint is None:
         endpoint = s3_endpoint()
-    made = boto3.session.Session().client(service, region_name=region_name(), endpoint_url=endpoint,
-                                          config=RETRY_CONFIG)
+    return _client(service, endpoint, region_name(), tuple(os.environ.get(name) for name in CLIENT_SETTINGS))
+
+
+@cache
+def _client(service: str, endpoint: str | None, region: str, settings: tuple[str | None, ...]) -> Any:
+    made = boto3.session.Session().client(service, region_name=region, endpoint_url=endpoint, config=RETRY_CONFIG)
     made.meta.events.register_first("needs-retry", lambda **kwargs: _note_botocore_retry(service, **kwargs))
     return made
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -28,7 +28,15 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, Inc
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from trailsight.errors import ArchivedObjectError, StorageError, TransientError, first_line
-from trailsight.storage.aws import MAX_ATTEMPTS, client, region_name, require_credentials, retried, s3_endpoint
+from trailsight.storage.aws import (
+    MAX_ATTEMPTS,
+    MAX_IN_FLIGHT,
+    client,
+    region_name,
+    require_credentials,
+    retried,
+    s3_endpoint,
+)
 
 # S3 answers a failed If-Match / If-None-Match / per-object ETag condition with one of these codes.
 CONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict", "412", "NoSuchKey", "404")
@@ -252,9 +260,8 @@ class Storage:
     def _read_s3(self, path: str) -> bytes:
         """One GET (pyarrow's streams ask for the size first: a HEAD per object, twice the requests to pay for
         and to wait on). botocore retries the request; a body cut short is retried here, as a dropped connection."""
-        bucket, _, object_key = path.partition("/")
         try:
-            body = client("s3").get_object(Bucket=bucket, Key=object_key)["Body"]
+            body = _object_body(path)
             try:
                 return body.read()
             finally:
@@ -541,9 +548,8 @@ class Storage:
             except FileNotFoundError:
                 raise StorageError(f"no such object: {target}") from None
             return
-        bucket, _, object_key = target.partition("/")
         try:
-            body = client("s3").get_object(Bucket=bucket, Key=object_key)["Body"]
+            body = _object_body(target)
         except ClientError as exc:
             if _code(exc) == "InvalidObjectState":
                 raise ArchivedObjectError(f"s3://{target} is archived; restore it first") from None
@@ -652,9 +658,13 @@ def copy_objects(source: Storage, target: Storage, prefix: str = "", threads: in
     return len(keys)
 
 
-# Requests in flight per process: a GET from S3 waits 15-50 ms on the network and costs well under a millisecond
-# of CPU, so one process needs dozens in flight to keep converting (see bench/scale_bench.py).
-IO_THREADS = 32
+IO_THREADS = MAX_IN_FLIGHT
+
+
+def _object_body(path: str) -> Any:
+    """The body stream of the S3 object at `bucket/key`, from one GET (botocore's errors as they come)."""
+    bucket, _, object_key = path.partition("/")
+    return client("s3").get_object(Bucket=bucket, Key=object_key)["Body"]
 
 
 READ_AHEAD_BYTES = 64 * 2**20
