@@ -55,7 +55,7 @@ def cited_by(events: list[dict[str, Any]], work: Path) -> dict[str, int]:
     for day in sorted(days):
         con = DuckDBEngine(lake)
         try:
-            result = run_detections(lake, con, day)
+            result = run_detections(con, day)
         finally:
             con.close()
         for finding in result.findings:

@@ -33,7 +33,7 @@ def main() -> None:
     while day <= args.end:
         con = DuckDBEngine(lake)
         started = time.perf_counter()
-        result = run_detections(lake, con, day)
+        result = run_detections(con, day)
         seconds = time.perf_counter() - started
         con.close()
         urgent = [f for f in result.findings if f.new and f.severity in ("critical", "high")]

@@ -190,7 +190,7 @@ def publish_artifacts(day: date, ingest: dict[str, Any] | None, report: dict[str
 
 @task(**RETRY)
 def update_athena_projection(engine: EngineSettings, ingest: dict[str, Any]) -> list[str]:
-    """Accounts and regions first seen by this ingest become visible to Athena's partition projection."""
+    """Accounts first seen by this ingest become visible to Athena's partition projection."""
     added = athena.update_projection(engine.athena, ingest["partitions"])
     for line in added:
         get_run_logger().info(line)

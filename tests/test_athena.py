@@ -19,7 +19,6 @@ from trailsight.query.athena import (
     create_tables,
     ddl,
     engine_facts,
-    known_regions,
     render,
     run_query,
     scan_cost,
@@ -68,10 +67,8 @@ def test_ddl_is_printed_from_the_schema_alone_without_any_aws_call(monkeypatch: 
     # Offline: no endpoint answers, and any S3 or Glue access would fail here.
     monkeypatch.setenv("TRAILSIGHT_S3_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    text = ddl("s3://no-such-bucket/lake", AthenaSettings(database="audit"), ("222233334444", "111122223333"),
-               ("xx-test-9",))
+    text = ddl("s3://no-such-bucket/lake", AthenaSettings(database="audit"), ("222233334444", "111122223333"))
     assert "'projection.account.values' = '111122223333,222233334444'" in text
-    assert "us-east-1" in text and "eu-central-2" in text and "xx-test-9" in text
 
 
 def test_ddl_refuses_missing_or_malformed_account_ids() -> None:
@@ -88,7 +85,8 @@ def test_ddl_uses_partition_projection_and_parquet(s3_bucket: str) -> None:
     assert f"'storage.location.template' = '{s3_bucket}/lake/cloudtrail/event_date=${{event_date}}" in text
     assert "ParquetHiveSerDe" in text and "MSCK" not in text
     assert "`requestparameters` string" in text and "`eventtime` timestamp" in text
-    assert "PARTITIONED BY (\n  `event_date` date,\n  `account` string,\n  `region` string\n)" in text
+    assert "PARTITIONED BY (\n  `event_date` date,\n  `account` string\n)" in text
+    assert "`region` string" in text.split("PARTITIONED BY")[0] and "projection.region" not in text
 
 
 def test_glue_tables_are_created_idempotently_with_projection(s3_bucket: str) -> None:
@@ -101,7 +99,7 @@ def test_glue_tables_are_created_idempotently_with_projection(s3_bucket: str) ->
     table = client("glue").get_table(DatabaseName="audit_db", Name="cloudtrail")["Table"]
     params = table["Parameters"]
     assert params["projection.enabled"] == "true" and params["projection.event_date.format"] == "yyyy-MM-dd"
-    assert [k["Name"] for k in table["PartitionKeys"]] == ["event_date", "account", "region"]
+    assert [k["Name"] for k in table["PartitionKeys"]] == ["event_date", "account"]
     columns = {c["Name"]: c["Type"] for c in table["StorageDescriptor"]["Columns"]}
     assert list(columns) == [c.name for c in load_schema().data_columns]
     assert columns["responseelements"] == "string" and columns["readonly"] == "boolean"
@@ -135,22 +133,21 @@ def test_scan_cost_has_a_10_mb_minimum_and_scales_per_tb() -> None:
     assert scan_cost(2 * 10**12) == pytest.approx(10.0)
 
 
-def test_new_accounts_and_regions_reach_the_projection_without_create(s3_bucket: str) -> None:
+def test_new_accounts_reach_the_projection_without_create(s3_bucket: str) -> None:
     settings = AthenaSettings(database=f"db_{s3_bucket[-8:]}")
     create_tables(f"{s3_bucket}/lake", settings, ACCOUNTS)
-    written = ["cloudtrail/event_date=2024-05-01/account=999988887777/region=us-east-1",
-               "cloudtrail/event_date=2024-05-01/account=111122223333/region=xx-new-1",
-               "cloudtrail_insights/event_date=2024-05-01/account=999988887777/region=us-east-1"]
+    written = ["cloudtrail/event_date=2024-05-01/account=999988887777",
+               "cloudtrail/event_date=2024-05-01/account=111122223333",
+               "cloudtrail_insights/event_date=2024-05-01/account=999988887777"]
     added = update_projection(settings, written)
     assert added == [f"{settings.database}.cloudtrail: account 999988887777 added",
-                     f"{settings.database}.cloudtrail: region xx-new-1 added",
                      f"{settings.database}.cloudtrail_insights: account 999988887777 added"]
     glue = client("glue")
     table = glue.get_table(DatabaseName=settings.database, Name="cloudtrail")["Table"]
     assert table["Parameters"]["projection.account.values"] == "111122223333,999988887777"
-    assert table["Parameters"]["projection.region.values"].split(",") == sorted({*known_regions(), "xx-new-1"})
-    assert table["Parameters"]["storage.location.template"].startswith(f"{s3_bucket}/lake/cloudtrail/")
-    assert [k["Name"] for k in table["PartitionKeys"]] == ["event_date", "account", "region"]
+    assert table["Parameters"]["storage.location.template"] == (
+        f"{s3_bucket}/lake/cloudtrail/event_date=${{event_date}}/account=${{account}}")
+    assert [k["Name"] for k in table["PartitionKeys"]] == ["event_date", "account"]
     assert update_projection(settings, written) == []
 
 

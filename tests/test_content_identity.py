@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import WriteLog, log_key, make_event
+from old_formats import as_region_folders
 
 from trailsight.cli.main import run
 from trailsight.convert.records import CLOUDTRAIL_TABLE, record_identity, signed_identity
@@ -20,7 +21,7 @@ from trailsight.lake.layout import FORMAT_KEY, partition_hashes
 from trailsight.lake.migrate import migrate_lake
 
 DELIVERED = datetime(2024, 5, 1, 10, 5)
-PARTITION = (CLOUDTRAIL_TABLE, DELIVERED.date(), "111122223333", "us-east-1")
+PARTITION = (CLOUDTRAIL_TABLE, DELIVERED.date(), "111122223333")
 
 
 def spellings(event: dict) -> list[bytes]:
@@ -94,7 +95,7 @@ def format_2_lake_with_a_copy(write_log: WriteLog, tmp_path: Path) -> Path:
         target = lake / path.relative_to(copy)
         if not target.exists():
             target.write_bytes(path.read_bytes())
-    (lake / FORMAT_KEY).write_text(json.dumps({"format": 2}))
+    as_region_folders(lake, 2)
     assert len(stored_events(lake)) == 2
     return lake
 
@@ -106,11 +107,11 @@ def test_a_format_2_lake_is_refused_naming_the_migrate_command(write_log: WriteL
         ingest(tmp_path / "source", lake, workers=1)
 
 
-def test_migrate_keeps_one_of_each_event_and_moves_the_lake_to_format_3(write_log: WriteLog,
+def test_migrate_keeps_one_of_each_event_and_moves_the_lake_to_format_4(write_log: WriteLog,
                                                                        tmp_path: Path) -> None:
     lake = format_2_lake_with_a_copy(write_log, tmp_path)
     assert run(["migrate", "--lake", str(lake)]) == 0
-    assert json.loads((lake / FORMAT_KEY).read_text())["format"] == 3
+    assert json.loads((lake / FORMAT_KEY).read_text())["format"] == 4
     assert len(stored_events(lake)) == 1
     again = ingest(tmp_path / "source", lake, workers=1)
     assert again.events_written == 0

@@ -28,12 +28,11 @@ def gz(doc: Any) -> bytes:
 def table_of(result: ConvertedFile, name: str = CLOUDTRAIL_TABLE) -> pa.Table:
     """All rows of one table, with the partition values as columns."""
     parts = []
-    for (table, day, account, region), rows in result.tables.items():
+    for (table, day, account), rows in result.tables.items():
         if table == name:
             n = rows.num_rows
             parts.append(rows.append_column("event_date", pa.array([day] * n, pa.date32()))
-                         .append_column("account", pa.array([account] * n))
-                         .append_column("region", pa.array([region] * n)))
+                         .append_column("account", pa.array([account] * n)))
     return pa.concat_tables(parts)
 
 

@@ -96,7 +96,7 @@ def findings(tmp_path_factory: pytest.TempPathFactory) -> list[Finding]:
     lake = Storage(build_lake(tmp_path_factory.mktemp("library"), events))
     con = DuckDBEngine(lake)
     try:
-        return run_detections(lake, con, DAY).findings
+        return run_detections(con, DAY).findings
     finally:
         con.close()
 
@@ -176,10 +176,10 @@ def test_corpus_events_written_by_others_fire_only_what_they_show(corpus: Path, 
         ingest(corpus / source, tmp_path / "lake", workers=1)
     lake = Storage(tmp_path / "lake")
     fired: set[str] = set()
-    for day in sorted({d for _, d, _, _ in lake_partitions(lake, "cloudtrail")}):
+    for day in sorted({d for _, d, _ in lake_partitions(lake, "cloudtrail")}):
         con = DuckDBEngine(lake)
         try:
-            fired |= {f.control for f in run_detections(lake, con, day).findings}
+            fired |= {f.control for f in run_detections(con, day).findings}
         finally:
             con.close()
     library = {d.id for d in load_library()}

@@ -17,7 +17,6 @@ from trailsight.query.duckdb_engine import DuckDBEngine
 from trailsight.query.sqlfiles import load_derived
 from trailsight.report.daily import security_report
 from trailsight.report.detections import CONTROLS, CONTROLS_BY_ID, DetectionConfig, Finding, run_detections
-from trailsight.storage.store import Storage
 
 DAY = date(2024, 3, 10)
 SPRAYED = "222200000001"
@@ -166,7 +165,7 @@ def findings(tmp_path_factory: pytest.TempPathFactory) -> list[Finding]:
     lake = build_lake(tmp_path_factory.mktemp("detections"), _events())
     con = DuckDBEngine(lake)
     try:
-        return run_detections(Storage(lake), con, DAY).findings
+        return run_detections(con, DAY).findings
     finally:
         con.close()
 
@@ -300,8 +299,8 @@ def test_pattern_thresholds_are_configurable(tmp_path: Path) -> None:
                                                sourceIPAddress="203.0.113.5") for i in range(3)])
     con = DuckDBEngine(lake)
     try:
-        default = run_detections(Storage(lake), con, DAY).findings
-        loose = run_detections(Storage(lake), con, DAY, DetectionConfig(spraying_min_users=3)).findings
+        default = run_detections(con, DAY).findings
+        loose = run_detections(con, DAY, DetectionConfig(spraying_min_users=3)).findings
     finally:
         con.close()
     assert not fired(default, "password-spraying")

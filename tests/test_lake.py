@@ -219,7 +219,7 @@ def test_parallel_workers_write_the_same_files_as_one_process(
     inline = ingest(tmp_path / "source", tmp_path / "inline", workers=1)
     parallel = ingest(tmp_path / "source", tmp_path / "parallel", workers=2)
     assert (parallel.events_written, parallel.duplicates) == (inline.events_written, inline.duplicates)
-    assert parallel.duplicates > 0 and len(parallel.partitions) > 2
+    assert parallel.duplicates > 0 and len(parallel.partitions) > 1
     files = [p.parent for p in (tmp_path / "parallel" / "cloudtrail").rglob("*.parquet")]
     assert len(files) > len(set(files)), "expected several write rounds, so several files in a partition"
     assert lake_snapshot(tmp_path / "parallel") == lake_snapshot(tmp_path / "inline")
@@ -243,14 +243,14 @@ def test_new_lake_records_its_format_and_an_older_lake_is_refused(tmp_path: Path
     write_log(log_key(when), [make_event(when)])
     lake = tmp_path / "lake"
     ingest(tmp_path / "source", lake, workers=1)
-    assert json.loads((lake / FORMAT_KEY).read_text())["format"] == 3
+    assert json.loads((lake / FORMAT_KEY).read_text())["format"] == 4
     (lake / FORMAT_KEY).unlink()  # as a lake written before the format was recorded
     with pytest.raises(TrailsightError, match="written by an earlier trailsight"):
         ingest(tmp_path / "source", lake, workers=1)
     with pytest.raises(TrailsightError, match="written by an earlier trailsight"):
         LakeIndex(Storage(lake))
-    (lake / FORMAT_KEY).write_text(json.dumps({"format": 4}))
-    with pytest.raises(TrailsightError, match="has format 4"):
+    (lake / FORMAT_KEY).write_text(json.dumps({"format": 5}))
+    with pytest.raises(TrailsightError, match="has format 5"):
         ingest(tmp_path / "source", lake, workers=1)
 
 

@@ -79,7 +79,8 @@ def test_improved_types() -> None:
 
 
 def test_partitions_are_event_date_account_region() -> None:
-    assert [p.name for p in load_schema().partitions] == ["event_date", "account", "region"]
+    assert [p.name for p in load_schema().partitions] == ["event_date", "account"]
+    assert [c.name for c in load_schema().clustering] == ["region"]
 
 
 def test_hive_type_of_nested_struct() -> None:

@@ -50,7 +50,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Storage:
 def detect(lake: Storage, **config: Any) -> DetectionResult:
     con = DuckDBEngine(lake)
     try:
-        return run_detections(lake, con, DAY, DetectionConfig(**config))
+        return run_detections(con, DAY, DetectionConfig(**config))
     finally:
         con.close()
 

@@ -48,12 +48,18 @@ class TableSchema:
     version: int
     columns: tuple[Field, ...]
     lineage: tuple[Field, ...]
+    clustering: tuple[Field, ...]
     partitions: tuple[Field, ...]
 
     @property
-    def data_columns(self) -> tuple[Field, ...]:
-        """Columns stored inside the Parquet files (event columns, then lineage)."""
+    def converted_columns(self) -> tuple[Field, ...]:
+        """Columns a log file's conversion gives (event columns, then lineage)."""
         return self.columns + self.lineage
+
+    @property
+    def data_columns(self) -> tuple[Field, ...]:
+        """Columns stored inside the Parquet files: the converted ones, then those the files are sorted by."""
+        return self.columns + self.lineage + self.clustering
 
 
 def _parse_field(raw: dict, where: str) -> Field:
@@ -91,7 +97,8 @@ def load_schema(name: str = "cloudtrail", version: int = SCHEMA_VERSION) -> Tabl
     def parse_all(key: str) -> tuple[Field, ...]:
         return tuple(_parse_field(f, f"{path.name}:{key}.{f.get('name')}") for f in raw.get(key, ()))
 
-    return TableSchema(raw["name"], version, parse_all("columns"), parse_all("lineage"), parse_all("partitions"))
+    return TableSchema(raw["name"], version, parse_all("columns"), parse_all("lineage"), parse_all("clustering"),
+                       parse_all("partitions"))
 
 
 def arrow_type(f: Field) -> pa.DataType:
@@ -109,6 +116,11 @@ def arrow_schema(schema: TableSchema) -> pa.Schema:
         [pa.field(c.name, arrow_type(c)) for c in schema.data_columns],
         metadata={"trailsight.schema": f"{schema.name}.v{schema.version}"},
     )
+
+
+def converted_schema(schema: TableSchema) -> pa.Schema:
+    """Schema of the rows a conversion gives, before the writer adds the clustering columns."""
+    return pa.schema([pa.field(c.name, arrow_type(c)) for c in schema.converted_columns])
 
 
 def partition_schema(schema: TableSchema) -> pa.Schema:
@@ -148,6 +160,9 @@ def markdown(schema: TableSchema) -> str:
         lines.append(f"| `{c.name}` | `{hive_type(c)}` | `{c.source}` | {c.doc} |")
     lines += ["", "## Lineage columns", "", "| column | type (Athena) | description |", "|---|---|---|"]
     lines += [f"| `{c.name}` | `{hive_type(c)}` | {c.doc} |" for c in schema.lineage]
+    lines += ["", "## Clustering columns", "", "Each data file is sorted by these, so that their statistics prune.", "",
+              "| column | type (Athena) | description |", "|---|---|---|"]
+    lines += [f"| `{c.name}` | `{hive_type(c)}` | {c.doc} |" for c in schema.clustering]
     lines += [
         "",
         "## Partitions",

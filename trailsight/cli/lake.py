@@ -38,6 +38,7 @@ from trailsight.cli.common import (
 from trailsight.errors import UsageError
 from trailsight.lake import export as export_module
 from trailsight.lake import ingest as lake_module
+from trailsight.lake.layout import LAKE_FORMAT
 from trailsight.lake.progress import ProgressLines
 from trailsight.query.duckdb_engine import QueryResult, write_parquet
 from trailsight.query.engine import open_engine
@@ -133,18 +134,19 @@ def export(
 
 @app.command()
 def migrate(lake: LakeOption) -> None:
-    """Bring a lake written by an earlier trailsight to the current format (safe to run again).
+    """Bring a lake written by an earlier trailsight to the current format, 4 (safe to run again).
 
-    Format 2 kept an event delivered twice in different bytes (keys in another order) as two events; migrating
-    keeps one of each and records format 3. Example: trailsight migrate --lake ./lake
+    Formats 2 and 3 kept a folder per account, region and day; format 4 keeps one per account and day, region
+    being a column. Format 2 also kept an event delivered twice in different bytes (keys in another order) as two;
+    migrating keeps one of each. Example: trailsight migrate --lake ./lake
     """
     from trailsight.lake.migrate import migrate_lake
 
     summary = migrate_lake(lake)
-    if summary.from_format == 3:
+    if summary.from_format == LAKE_FORMAT["format"]:
         out.print(f"{lake} is already in the current format")
         return
-    out.print(f"migrated {lake} from format {summary.from_format}: {summary.partitions:,} partitions checked, "
+    out.print(f"migrated {lake} from format {summary.from_format}: {summary.partitions:,} partitions moved, "
               f"{summary.duplicates_removed:,} duplicate events removed, {summary.files_rewritten:,} files rewritten")
 
 

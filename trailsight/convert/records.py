@@ -41,7 +41,7 @@ from trailsight.convert.typed import (
     split_records,
 )
 from trailsight.errors import BadInput
-from trailsight.schema import Field, TableSchema, arrow_schema, load_schema
+from trailsight.schema import Field, TableSchema, converted_schema, load_schema
 
 DEFAULT_MAX_UNCOMPRESSED = 512 * 1024 * 1024
 SAFE_PARTITION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -51,8 +51,12 @@ _MICROS_PER_DAY = 86_400_000_000
 CLOUDTRAIL_TABLE = "cloudtrail"
 INSIGHTS_TABLE = "cloudtrail_insights"
 
-Partition = tuple[str, date, str, str]
-"""(table, event date, account, region)"""
+Partition = tuple[str, date, str]
+"""(table, event date, account): a folder of the lake."""
+Place = tuple[str, date, str, str]
+"""(table, event date, account, region): where a converted row belongs; its partition is the first three."""
+REGION = "region"
+"""The column, set from each row's place, that the lake's files are sorted by (the schema's clustering)."""
 _MISSING = object()
 
 
@@ -632,7 +636,7 @@ def _compiled_plan() -> tuple[pa.Schema, dict[str, tuple[int, Converter | None, 
         c.source: (index, _plan_converter(c), c.type)
         for index, c in enumerate(schema.columns)
     }
-    return arrow_schema(schema), plan
+    return converted_schema(schema), plan
 
 
 def _plan_converter(c: Field) -> Converter | None:
@@ -651,9 +655,9 @@ class RowBuilder:
         self.string_columns = {key: index for key, (index, _, kind) in self.plan.items() if kind == "string"}
         self.width = len(self.arrow)
         self.lineage_at = self.width - 3
-        self.groups: dict[Partition, list[list[Any]]] = {}
-        # (day number, recipientAccountId, awsRegion, key's account, key's region) -> its partition's rows; saves
-        # working out the same partition for every event.
+        self.groups: dict[Place, list[list[Any]]] = {}
+        # (day number, recipientAccountId, awsRegion, key's account, key's region) -> its place's rows; saves
+        # working out the same place for every event.
         self.by_place: dict[tuple[Any, ...], list[list[Any]]] = {}
 
     def add(self, event: dict, micros: int, time_canonical: bool, source_key: str, account: str,
@@ -698,24 +702,24 @@ class RowBuilder:
                  aws_region if type(aws_region) is str else None, account, region)
         group = self.by_place.get(place)
         if group is None:
-            partition = (
+            row_place = (
                 self.table_name,
                 (_EPOCH + timedelta(microseconds=micros)).date(),
                 _partition_value(place[1], account),
                 _partition_value(place[2], region),
             )
-            group = self.by_place[place] = self.groups.setdefault(partition, [])
+            group = self.by_place[place] = self.groups.setdefault(row_place, [])
         group.append(row)
 
-    def tables(self) -> dict[Partition, pa.Table]:
-        """Rows so far as one Arrow table per partition (partition values live in the path, not the file)."""
+    def tables(self) -> dict[Place, pa.Table]:
+        """Rows so far as one Arrow table per place (its values are not columns yet)."""
         types = self.arrow.types
         return {
-            partition: pa.Table.from_arrays(
+            place: pa.Table.from_arrays(
                 [pa.array(values, type=t) for values, t in zip(zip(*rows, strict=True), types, strict=True)],
                 schema=self.arrow,
             )
-            for partition, rows in self.groups.items()
+            for place, rows in self.groups.items()
         }
 
 
@@ -796,16 +800,13 @@ class BatchConverter:
             self._convert_exactly(origin)
         for number in {origin[0] for origin in handed_back}:
             self.typed.sources[number].result.quarantined.sort(key=lambda q: q.index)
-        parts: dict[Partition, list[pa.Table]] = {}
-        for partition, rows in self._typed_partitions(typed, days, sources).items():
-            parts.setdefault(partition, []).append(rows)
+        places = [*self._typed_places(typed, days, sources).items()]
         for builder in self.builders.values():
-            for partition, rows in builder.tables().items():
-                parts.setdefault(partition, []).append(rows)
-        return {p: pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces) for p, pieces in parts.items()}
+            places += builder.tables().items()
+        return by_partition(places)
 
-    def _typed_partitions(self, rows: pa.Table, days: np.ndarray, sources: np.ndarray) -> dict[Partition, pa.Table]:
-        """The typed rows split by partition: slices when each partition's rows are together, else one reordering."""
+    def _typed_places(self, rows: pa.Table, days: np.ndarray, sources: np.ndarray) -> dict[Place, pa.Table]:
+        """The typed rows split by place: slices when each place's rows are together, else one reordering."""
         if not rows.num_rows:
             return {}
         accounts = rows.column("recipientaccountid").combine_chunks().dictionary_encode()
@@ -814,28 +815,37 @@ class BatchConverter:
         distinct, first_row, place_of_row = np.unique(places, axis=0, return_index=True, return_inverse=True)
         account_names = accounts.dictionary.to_pylist()
         region_names = regions.dictionary.to_pylist()
-        partition_ids: dict[Partition, int] = {}
-        place_partition = np.empty(len(distinct), dtype=np.int64)
+        place_ids: dict[Place, int] = {}
+        place_number = np.empty(len(distinct), dtype=np.int64)
         for at in np.argsort(first_row):  # numbered in order of first appearance
             day, account_code, region_code, number = distinct[at].tolist()
             source = self.typed.sources[number]
-            partition = (
+            place = (
                 CLOUDTRAIL_TABLE,
                 (_EPOCH + timedelta(days=day)).date(),
                 _partition_value(account_names[account_code] if account_code >= 0 else None, source.account),
                 _partition_value(region_names[region_code] if region_code >= 0 else None, source.region),
             )
-            place_partition[at] = partition_ids.setdefault(partition, len(partition_ids))
-        partition_of_row = place_partition[place_of_row.ravel()]
-        if np.all(partition_of_row[1:] >= partition_of_row[:-1]):
+            place_number[at] = place_ids.setdefault(place, len(place_ids))
+        place_id_of_row = place_number[place_of_row.ravel()]
+        if np.all(place_id_of_row[1:] >= place_id_of_row[:-1]):
             ordered = rows
         else:
-            order = np.argsort(partition_of_row, kind="stable")
+            order = np.argsort(place_id_of_row, kind="stable")
             ordered = rows.take(pa.array(order))
-            partition_of_row = partition_of_row[order]
-        bounds = np.searchsorted(partition_of_row, np.arange(len(partition_ids) + 1))
-        return {partition: ordered.slice(bounds[i], bounds[i + 1] - bounds[i])
-                for partition, i in partition_ids.items()}
+            place_id_of_row = place_id_of_row[order]
+        bounds = np.searchsorted(place_id_of_row, np.arange(len(place_ids) + 1))
+        return {place: ordered.slice(bounds[i], bounds[i + 1] - bounds[i]) for place, i in place_ids.items()}
+
+
+def by_partition(places: list[tuple[Place, pa.Table]]) -> dict[Partition, pa.Table]:
+    """Rows by partition, each with its place's region as a column, in region order (the files' clustering)."""
+    grouped: dict[Partition, list[pa.Table]] = {}
+    for (table, day, account, region), rows in sorted(places, key=lambda item: item[0][3]):
+        grouped.setdefault((table, day, account), []).append(
+            rows.append_column(REGION, pa.repeat(pa.scalar(region, pa.string()), rows.num_rows)))
+    return {partition: pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
+            for partition, pieces in grouped.items()}
 
 
 def _codes(encoded: pa.DictionaryArray) -> np.ndarray:

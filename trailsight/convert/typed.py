@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from trailsight.schema import Field, arrow_schema, arrow_type, load_schema
+from trailsight.schema import Field, arrow_type, converted_schema, load_schema
 
 # Nested values that repeat from event to event (one caller's identity, the TLS details): each distinct text is
 # decoded and converted once per batch, and the column is built by index.
@@ -82,7 +82,7 @@ def _decoders() -> _Decoders:
     memoized = {c.source: msgspec.json.Decoder(_msgspec_type(c, c.name)) for c in schema.columns
                 if c.source in MEMOIZED}
     return _Decoders(msgspec.json.Decoder(log_file), msgspec.json.Decoder(event), memoized, schema.columns,
-                     arrow_schema(schema))
+                     converted_schema(schema))
 
 
 def split_records(text: bytes) -> list[msgspec.Raw]:

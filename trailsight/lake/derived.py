@@ -6,7 +6,7 @@ failure_kinds). The lake writer runs them on the rows it holds in memory, just b
 so they cost no extra read; a report then reads a day's kilobytes of them instead of megabytes of events, and
 28 days of per-minute history instead of 28 days of columns.
 
-A derived file is stored as `_derived/<name>/<version>/event_date=…/account=…/region=…/<data file name>`: named
+A derived file is stored as `_derived/<name>/<version>/event_date=…/account=…/<data file name>`: named
 after the data file it summarises, and versioned by a hash of the SQL that made it, so it always matches its data
 file and a changed definition never reads stale results. A data file without its derived file (a lake written
 before the table existed, a run killed between the two writes) is derived when a query needs it.
@@ -120,8 +120,8 @@ class Deriver:
 
 def _partition_columns(partitions: list[Partition]) -> pa.Table:
     return pa.Table.from_arrays(
-        [pa.array([p[1] for p in partitions], pa.date32()), pa.array([p[2] for p in partitions], pa.string()),
-         pa.array([p[3] for p in partitions], pa.string())], names=list(PARTITION_COLUMNS))
+        [pa.array([p[1] for p in partitions], pa.date32()), pa.array([p[2] for p in partitions], pa.string())],
+        names=list(PARTITION_COLUMNS))
 
 
 @cache
@@ -142,9 +142,9 @@ def with_partition_columns(rows: pa.Table, partition: Partition) -> pa.Table:
 def split_by_partition(result: pa.Table, files: list[DataFile]) -> list[tuple[str, pa.Table]]:
     """Each data file's rows of a derived table computed for several (one per partition)."""
     parts = []
-    for data_key, (_, day, account, region) in files:
-        mask = pc.and_(pc.and_(pc.equal(result["event_date"], pa.scalar(day, pa.date32())),
-                               pc.equal(result["account"], account)), pc.equal(result["region"], region))
+    for data_key, (_, day, account) in files:
+        mask = pc.and_(pc.equal(result["event_date"], pa.scalar(day, pa.date32())),
+                       pc.equal(result["account"], account))
         parts.append((data_key, result.filter(mask)))
     return parts
 

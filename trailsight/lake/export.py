@@ -13,8 +13,8 @@ from datetime import date
 import orjson
 import pyarrow.parquet as pq
 
-from trailsight.convert.records import CLOUDTRAIL_TABLE, INSIGHTS_TABLE, rebuild_event
-from trailsight.lake.layout import lake_files, require_lake
+from trailsight.convert.records import CLOUDTRAIL_TABLE, INSIGHTS_TABLE, REGION, rebuild_event
+from trailsight.lake.layout import check_lake_format, lake_files, require_lake
 from trailsight.schema import load_schema
 from trailsight.storage.store import Storage, as_storage
 
@@ -37,6 +37,7 @@ def export(lake: str | Storage, out: str | Storage, start: date | None = None, e
     """Write the events of [start, end] (all when no dates) back out as CloudTrail log files."""
     lake = as_storage(lake)
     require_lake(lake)
+    check_lake_format(lake)
     out = as_storage(out)
     schema = load_schema()
     summary = ExportSummary()
@@ -44,15 +45,18 @@ def export(lake: str | Storage, out: str | Storage, start: date | None = None, e
         for key in lake_files(lake, table, start, end):
             values = _partition_values(key)
             day = date.fromisoformat(values["event_date"])
-            account, region = values["account"], values["region"]
-            folder_key = f"AWSLogs/{account}/{folder}/{region}/{day:%Y/%m/%d}"
-            prefix = f"{folder_key}/{account}_{folder}_{region}_{day:%Y%m%d}T2359Z"
+            account = values["account"]
             stem = key.rsplit("/", 1)[-1].removesuffix(".parquet")
             parquet = pq.ParquetFile(lake.path(key), filesystem=lake.fs)
             for number, batch in enumerate(parquet.iter_batches(batch_size=events_per_file)):
-                records = [rebuild_event(row, schema) for row in batch.to_pylist()]
-                body = gzip.compress(orjson.dumps({"Records": records}), compresslevel=6, mtime=0)
-                out.write_bytes(f"{prefix}_{stem}-{number:04d}.json.gz", body)
-                summary.files += 1
-                summary.events += len(records)
+                by_region: dict[str, list[dict]] = {}
+                for row in batch.to_pylist():
+                    by_region.setdefault(row[REGION], []).append(rebuild_event(row, schema))
+                for region, records in by_region.items():
+                    folder_key = f"AWSLogs/{account}/{folder}/{region}/{day:%Y/%m/%d}"
+                    name = f"{account}_{folder}_{region}_{day:%Y%m%d}T2359Z_{stem}-{number:04d}.json.gz"
+                    body = gzip.compress(orjson.dumps({"Records": records}), compresslevel=6, mtime=0)
+                    out.write_bytes(f"{folder_key}/{name}", body)
+                    summary.files += 1
+                    summary.events += len(records)
     return summary

@@ -1,11 +1,11 @@
 """Stage 3, the lake: partitioned Parquet written so that it is never seen half-done.
 
 Layout under the lake root:
-  <table>/event_date=YYYY-MM-DD/account=<id>/region=<name>/part-<hash>.parquet   the data
-  _derived/<name>/<version>/event_date=…/account=…/region=…/part-<hash>.parquet   per data file, for the reports
-  _quarantine/<source key>.json                                                  what could not be converted
-  _trailsight/lock, _trailsight/runs/<run>.json                                  the lock and run summaries
-  _trailsight/format.json                                                        how event identities are made
+  <table>/event_date=YYYY-MM-DD/account=<id>/part-<hash>.parquet   the data, sorted by region, then time
+  _derived/<name>/<version>/event_date=…/account=…/part-<hash>.parquet   per data file, for the reports
+  _quarantine/<source key>.json                                          what could not be converted
+  _trailsight/lock, _trailsight/runs/<run>.json                          the lock and run summaries
+  _trailsight/format.json                                                the layout and how identities are made
 
 A partition only ever gains whole files, each written atomically and holding only events the partition
 does not have yet (by `eventhash`), so a killed run leaves complete files and a re-run writes nothing new."""

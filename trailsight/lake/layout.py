@@ -32,22 +32,29 @@ QUARANTINE_PREFIX = "_quarantine"
 
 
 def partition_key(partition: Partition) -> str:
-    table, day, account, region = partition
-    return f"{table}/event_date={day.isoformat()}/account={account}/region={region}"
+    table, day, account = partition
+    return f"{table}/event_date={day.isoformat()}/account={account}"
 
 
 def partition_of(data_key: str) -> Partition:
     """The partition of a data file's key: the inverse of `partition_key`."""
-    table, day, account, region = data_key.split("/")[:4]
-    return (table, date.fromisoformat(day.removeprefix("event_date=")), account.removeprefix("account="),
-            region.removeprefix("region="))
+    table, day, account = data_key.split("/")[:3]
+    return table, date.fromisoformat(day.removeprefix("event_date=")), account.removeprefix("account=")
 
 
 FORMAT_KEY = "_trailsight/format.json"
 
 
-LAKE_FORMAT = {"format": 3, "eventhash": "xxh3-64 of each record's JSON text as delivered; records sharing an "
-                             "eventID are compared by content, and one JSON-equal to a stored event is a duplicate"}
+LAKE_FORMAT = {"format": 4, "eventhash": "xxh3-64 of each record's JSON text as delivered; records sharing an "
+                             "eventID are compared by content, and one JSON-equal to a stored event is a duplicate",
+               "layout": "<table>/event_date=/account=/ folders; region is a column each file is sorted by"}
+# What moving an earlier format to this one does, by format.
+MIGRATIONS = {
+    2: "kept an event delivered twice in different bytes (its keys in another order) as two, and had a folder per "
+       "region; migrating removes such copies and merges each account's regions into its day's folder",
+    3: "had a folder per account, region and day (thousands of tiny files a day in an organisation); migrating "
+       "merges each account's regions into its day's folder, region becoming a column",
+}
 MIGRATE_COMMAND = "trailsight migrate --lake"
 
 
@@ -68,10 +75,9 @@ def check_lake_format(lake: Storage, claim: bool = False) -> None:
         found = orjson.loads(lake.read_bytes(FORMAT_KEY)).get("format")
         if found == LAKE_FORMAT["format"]:
             return
-        if found == 2:
-            raise TrailsightError(f"the lake {lake.url} has format 2, which kept an event delivered twice in "
-                                  f"different bytes (its keys in another order) as two; run `{MIGRATE_COMMAND} "
-                                  f"{lake.url}` once to remove such copies and move it to format 3")
+        if found in MIGRATIONS:
+            raise TrailsightError(f"the lake {lake.url} has format {found}, which {MIGRATIONS[found]}; run "
+                                  f"`{MIGRATE_COMMAND} {lake.url}` once to move it to format {LAKE_FORMAT['format']}")
         raise TrailsightError(f"the lake {lake.url} has format {found!r}; this trailsight reads and writes format "
                               f"{LAKE_FORMAT['format']}: use the trailsight that wrote it, or a new lake")
     if any(next(iter(lake.list_files(table)), None) is not None for table in TABLES):
@@ -210,10 +216,9 @@ def lake_files(lake: Storage, table: str = CLOUDTRAIL_TABLE, start: date | None 
 def lake_partitions(lake: Storage, table: str = CLOUDTRAIL_TABLE, start: date | None = None,
                     end: date | None = None) -> list[Partition]:
     """A table's partitions dated in [start, end], in date order, from its folders: no Parquet is opened."""
-    return [(table, day, account.removeprefix("account="), region.removeprefix("region="))
+    return [(table, day, account.removeprefix("account="))
             for day, folder in _day_folders(lake, table, start, end)
-            for account in lake.list_dirs(f"{table}/{folder}")
-            for region in lake.list_dirs(f"{table}/{folder}/{account}")]
+            for account in lake.list_dirs(f"{table}/{folder}") if account.startswith("account=")]
 
 
 DAYS_PREFIX = "_trailsight/days"

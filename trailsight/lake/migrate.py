@@ -1,35 +1,39 @@
-"""Moving a lake to the current format: format 2 kept an event delivered in two spellings as two events.
+"""Moving a lake to the current format (4): one folder per table, event date and account, region a column.
 
-Format 2 told events apart by the bytes of each record alone, so the same event delivered again with its keys in
-another order (or a number spelt otherwise) was stored twice. Migrating compares, within each partition, the rows
-that share an eventID by content, rewrites each file holding a later JSON-equal copy without it, keeps the dropped
-copies' byte hashes as the partition's aliases (so their raw files still verify), then records format 3.
-A killed migration leaves format 2 and every event at least once; running it again finishes the work.
+Formats 2 and 3 kept a folder per account, region and day: an organisation's day made thousands of tiny
+partitions, each with its own small files. Format 2 also told events apart by their bytes alone, so an event
+delivered again with its keys in another order was stored twice. Migrating moves each region folder's rows, with
+their region as a column, into the account's day folder through the lake writer, which keeps each event once (by
+bytes, and by content for rows sharing an eventID, keeping the dropped copies' byte hashes as aliases so their raw
+files still verify); then the old folders are deleted and format 4 recorded. A killed migration leaves the old
+format (which no reader or writer accepts) and every event at least once; running it again finishes the work.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from trailsight.convert.records import Partition
+from trailsight.convert.records import REGION, Partition
 from trailsight.errors import TrailsightError
-from trailsight.lake.derived import Deriver, derived_tables
+from trailsight.lake.derived import derived_tables
 from trailsight.lake.layout import (
+    ALIASES_PREFIX,
     FORMAT_KEY,
     LAKE_FORMAT,
+    MIGRATIONS,
     TABLES,
     lake_partitions,
     partition_key,
+    read_hashes,
     require_lake,
+    visible_names,
 )
 from trailsight.lake.lock import lake_lock
-from trailsight.lake.writer import FileToWrite, _hash_of_hashes, content_of, write_aliases, write_files
+from trailsight.lake.writer import PartitionWriter, RowPiece, write_aliases
 from trailsight.storage.store import Storage, as_storage
 
 
@@ -43,7 +47,7 @@ class MigrationSummary:
 
 
 def migrate_lake(lake: str | Storage) -> MigrationSummary:
-    """Bring a format-2 lake to format 3 (a format-3 lake is left as it is)."""
+    """Bring a format-2 or format-3 lake to format 4 (a format-4 lake is left as it is)."""
     lake = as_storage(lake)
     require_lake(lake)
     with lake_lock(lake, "migrate"):
@@ -51,57 +55,49 @@ def migrate_lake(lake: str | Storage) -> MigrationSummary:
         summary = MigrationSummary(lake.url, found)
         if found == LAKE_FORMAT["format"]:
             return summary
-        if found != 2:
-            raise TrailsightError(f"the lake {lake.url} has format {found or 1}; only format 2 can be migrated "
-                                  f"(earlier lakes hashed events differently): ingest into a new lake")
-        deriver = Deriver()
-        try:
-            for table in TABLES:
-                for partition in lake_partitions(lake, table):
-                    summary.partitions += 1
-                    _remove_equal_copies(lake, partition, deriver, summary)
-        finally:
-            deriver.close()
+        if found not in MIGRATIONS:
+            raise TrailsightError(f"the lake {lake.url} has format {found or 1}; only formats "
+                                  f"{' and '.join(map(str, MIGRATIONS))} can be migrated (earlier lakes hashed "
+                                  f"events differently): ingest into a new lake")
+        for table in TABLES:
+            for partition in lake_partitions(lake, table):
+                summary.partitions += 1
+                _merge_regions(lake, partition, summary)
         lake.write_bytes(FORMAT_KEY, orjson.dumps(LAKE_FORMAT, option=orjson.OPT_INDENT_2))
     return summary
 
 
-def _remove_equal_copies(lake: Storage, partition: Partition, deriver: Deriver, summary: MigrationSummary) -> None:
-    keys = sorted(obj.key for obj in lake.list_files(partition_key(partition)) if obj.key.endswith(".parquet"))
-    ids = {key: pc.fill_null(pq.read_table(lake.path(key), columns=["eventid"], filesystem=lake.fs)
-                             .column("eventid"), "") for key in keys}
-    if not keys:
+def _merge_regions(lake: Storage, partition: Partition, summary: MigrationSummary) -> None:
+    """Move the partition's `region=` folders into it, one old file at a time, then delete them."""
+    folder = partition_key(partition)
+    regions = [name for name in lake.list_dirs(folder) if name.startswith("region=")]
+    if not regions:
         return
-    counts = pc.value_counts(pa.chunked_array([c for column in ids.values() for c in column.chunks], pa.string()))
-    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
-    if not len(repeated):
-        return
-    seen: set[int] = set()
-    for key in keys:
-        rows = pq.read_table(lake.path(key), filesystem=lake.fs)
-        suspects = np.flatnonzero(pc.is_in(ids[key], value_set=repeated).to_numpy(zero_copy_only=False))
-        dropped = [index for index, row in zip(suspects.tolist(), rows.take(pa.array(suspects)).to_pylist(),
-                                                strict=True)
-                   if _seen_before(content_of(row), seen)]
-        if not dropped:
-            continue
-        keep = np.ones(rows.num_rows, dtype=bool)
-        keep[dropped] = False
-        kept = rows.filter(pa.array(keep))
-        if kept.num_rows:
-            hashes = kept.column("eventhash").to_numpy()
-            new_key = f"{partition_key(partition)}/part-{_hash_of_hashes(hashes)}.parquet"
-            write_files(lake, [FileToWrite(new_key, partition, [kept], np.arange(kept.num_rows))], deriver)
-        write_aliases(lake, partition, rows.column("eventhash").to_numpy()[dropped])
+    writer = PartitionWriter(lake)
+    old_keys: list[str] = []
+    for name in regions:
+        region = name.removeprefix("region=")
+        listed = [obj.key for obj in lake.list_files(f"{folder}/{name}")]
+        seen, _ = visible_names(key.rpartition("/")[2] for key in listed)
+        for file_name in seen:
+            rows = pq.read_table(lake.path(f"{folder}/{name}/{file_name}"), filesystem=lake.fs)
+            rows = rows.append_column(REGION, pa.repeat(pa.scalar(region, pa.string()), rows.num_rows))
+            writer.add(partition, RowPiece.of(rows, None))
+        old_keys += listed
+    writer.close()
+    old_aliases = [obj.key for name in regions for obj in lake.list_files(f"{ALIASES_PREFIX}/{folder}/{name}")]
+    aliases = read_hashes(lake, old_aliases)
+    if len(aliases):
+        write_aliases(lake, partition, aliases)
+    for key in old_keys:  # the rows are in the partition's own files now: the old ones can go
         lake.delete(key)
-        for derived in derived_tables().values():
-            lake.delete(derived.key(key))
-        summary.duplicates_removed += len(dropped)
-        summary.files_rewritten += 1
-
-
-def _seen_before(content: int, seen: set[int]) -> bool:
-    if content in seen:
-        return True
-    seen.add(content)
-    return False
+        for table in derived_tables().values():
+            lake.delete(table.key(key))
+    for key in old_aliases:
+        lake.delete(key)
+    for name in regions:
+        for prefix in (folder, f"{ALIASES_PREFIX}/{folder}",
+                       *(f"{table.prefix}/{folder.partition('/')[2]}" for table in derived_tables().values())):
+            lake.remove_empty_folders(f"{prefix}/{name}")
+    summary.duplicates_removed += writer.duplicates
+    summary.files_rewritten += len(old_keys)

@@ -18,6 +18,7 @@ import xxhash
 
 from trailsight.convert.records import (
     CLOUDTRAIL_TABLE,
+    REGION,
     ConvertedFile,
     Partition,
     content_identity,
@@ -72,8 +73,8 @@ PARQUET_OPTIONS = {
     "row_group_size": 32 * 1024,
     # Minimum and maximum of JSON text prune nothing, and cost time to compute over values of tens of KB.
     "write_statistics": [path for path in _LEAF_COLUMNS if path.split(".")[0] not in _JSON_COLUMNS],
-    # Rows are in time order, so a timestamp is a small step from the one before: 40% of the plain size,
-    # and of what every report reads for its times.
+    # Rows are in time order within a region, so a timestamp is a small step from the one before: 40% of the
+    # plain size, and of what every report reads for its times.
     "column_encoding": {"eventtime": "DELTA_BINARY_PACKED"},
 }
 
@@ -135,13 +136,16 @@ class RowPiece:
     times: np.ndarray
     ids: np.ndarray
     """`event_id_hashes` of the rows."""
+    regions: np.ndarray
+    """The rows' regions (strings), which a file is sorted by first."""
 
     @classmethod
     def of(cls, rows: pa.Table, spill_folder: str | None) -> RowPiece:
         times = rows.column("eventtime").cast(pa.int64()).to_numpy()
         hashes = rows.column("eventhash").to_numpy()
         ids = event_id_hashes(rows.column("eventid"))
-        return cls(spill(rows, spill_folder) if spill_folder else rows, hashes, times, ids)
+        regions = rows.column(REGION).to_numpy().astype(str)
+        return cls(spill(rows, spill_folder) if spill_folder else rows, hashes, times, ids, regions)
 
 
 def content_of(row: dict) -> int:
@@ -273,7 +277,7 @@ class PartitionWriter:
         return self.known_ids[partition]
 
     def flush(self, partition: Partition) -> None:
-        """Decide the partition's next file: its new events, in time order, once each."""
+        """Decide the partition's next file: its new events, in region then time order, once each."""
         pieces = self.buffers.pop(partition, [])
         self.buffered.pop(partition, None)
         self.last_added.pop(partition, None)
@@ -292,7 +296,8 @@ class PartitionWriter:
             self.known[partition] = existing
             return
         times = np.concatenate([piece.times for piece in pieces])
-        ordered = fresh[np.lexsort((hashes[fresh], times[fresh]))]
+        regions = np.concatenate([piece.regions for piece in pieces])
+        ordered = fresh[np.lexsort((hashes[fresh], times[fresh], regions[fresh]))]
         new_hashes = hashes[ordered]
         key = f"{partition_key(partition)}/{part_name(self.epochs[partition], _hash_of_hashes(new_hashes))}"
         self.round.append(FileToWrite(key, partition, [piece.rows for piece in pieces], ordered))
@@ -384,13 +389,12 @@ def write_aliases(lake: Storage, partition: Partition, hashes: np.ndarray) -> No
 
 
 def partition_rows_with_ids(lake: Storage, partition: Partition, event_ids: list[str]) -> list[dict]:
-    """The stored rows of a partition with one of these eventIDs (an empty one meaning none)."""
+    """The stored rows of a partition with one of these eventIDs (an empty one meaning none), from the files
+    readers see."""
     wanted = pa.array([event_id for event_id in event_ids if event_id], pa.string())
     found = []
-    for obj in lake.list_files(partition_key(partition)):
-        if not obj.key.endswith(".parquet"):
-            continue
-        rows = pq.read_table(lake.path(obj.key), filesystem=lake.fs)
+    for key in partition_files(lake, partition)[0]:
+        rows = pq.read_table(lake.path(key), filesystem=lake.fs)
         ids = rows.column("eventid")
         keep = pc.or_(pc.is_in(ids, value_set=wanted), pc.is_null(ids)) if "" in event_ids else pc.is_in(
             ids, value_set=wanted)

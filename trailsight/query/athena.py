@@ -49,10 +49,12 @@ class AthenaSettings:
     output: str | None = None
 
 
-def _lake_url(lake: Storage) -> str:
-    if lake.is_local:
+def _lake_url(lake: str | Storage) -> str:
+    """The lake's `s3://` URL, from the text alone when given text: the DDL needs no credentials."""
+    url = lake.url if isinstance(lake, Storage) else str(lake)
+    if not url.startswith("s3://"):
         raise UsageError("Athena needs the lake in S3: pass --lake s3://bucket/prefix")
-    return f"s3://{lake.root}"
+    return url.rstrip("/")
 
 
 @cache
@@ -61,16 +63,8 @@ def engine_facts() -> dict[str, Any]:
     return tomllib.loads((package_folder("trailsight.query") / "athena-engine-v3.toml").read_text())
 
 
-@cache
-def known_regions() -> tuple[str, ...]:
-    """The AWS regions the region projection lists from the start (`aws-regions.toml`), so a region new to the
-    lake is visible without any update; regions outside the list are added by `update_projection`."""
-    return tuple(tomllib.loads((package_folder("trailsight.query") / "aws-regions.toml").read_text())["regions"])
-
-
-def partition_values(accounts: Iterable[str] = (), regions: Iterable[str] = ()) -> dict[str, list[str]]:
-    """The enum projections' values from what the caller knows (no listing of the lake): the given accounts, and
-    the known regions plus any given one."""
+def partition_values(accounts: Iterable[str] = ()) -> dict[str, list[str]]:
+    """The enum projection's values from what the caller knows (no listing of the lake): the given accounts."""
     account_list = sorted(set(accounts))
     if not account_list:
         raise UsageError("the table's account projection needs the lake's account ids: pass --account (repeat it "
@@ -78,11 +72,11 @@ def partition_values(accounts: Iterable[str] = (), regions: Iterable[str] = ()) 
     bad = [a for a in account_list if not re.fullmatch(r"\d{12}", a)]
     if bad:
         raise UsageError(f"not an AWS account id (12 digits): {', '.join(bad)}")
-    return {"account": account_list, "region": sorted({*known_regions(), *regions})}
+    return {"account": account_list}
 
 
 def table_properties(location: str, table: str, values: dict[str, list[str]]) -> dict[str, str]:
-    """Partition projection for `<table>/event_date=.../account=.../region=...`."""
+    """Partition projection for `<table>/event_date=.../account=...` (region is a column the files are sorted by)."""
     return {
         "classification": "parquet",
         "projection.enabled": "true",
@@ -93,10 +87,7 @@ def table_properties(location: str, table: str, values: dict[str, list[str]]) ->
         "projection.event_date.interval.unit": "DAYS",
         "projection.account.type": "enum",
         "projection.account.values": ",".join(values["account"]),
-        "projection.region.type": "enum",
-        "projection.region.values": ",".join(values["region"]),
-        "storage.location.template": (
-            f"{location}/{table}/event_date=${{event_date}}/account=${{account}}/region=${{region}}"),
+        "storage.location.template": f"{location}/{table}/event_date=${{event_date}}/account=${{account}}",
         "trailsight.schema": "cloudtrail.v1",
     }
 
@@ -116,12 +107,11 @@ def table_ddl(schema: TableSchema, database: str, table: str, location: str, val
     )
 
 
-def ddl(lake: str | Storage, settings: AthenaSettings, accounts: Iterable[str] = (),
-        regions: Iterable[str] = ()) -> str:
+def ddl(lake: str | Storage, settings: AthenaSettings, accounts: Iterable[str] = ()) -> str:
     """The DDL of both tables from the schema alone: nothing is listed or fetched, so it works offline."""
-    location = _lake_url(as_storage(lake))
+    location = _lake_url(lake)
     schema = load_schema()
-    values = partition_values(accounts, regions)
+    values = partition_values(accounts)
     return "\n".join(table_ddl(schema, settings.database, table, location, values)
                      for table in (CLOUDTRAIL_TABLE, INSIGHTS_TABLE))
 
@@ -142,13 +132,12 @@ def _table_input(schema: TableSchema, table: str, location: str, values: dict[st
     }
 
 
-def create_tables(lake: str | Storage, settings: AthenaSettings, accounts: Iterable[str] = (),
-                  regions: Iterable[str] = ()) -> list[str]:
+def create_tables(lake: str | Storage, settings: AthenaSettings, accounts: Iterable[str] = ()) -> list[str]:
     """Create or update the Glue database and tables (idempotent); returns what was done per table."""
-    location = _lake_url(as_storage(lake))
+    location = _lake_url(lake)
     glue = client("glue")
     schema = load_schema()
-    values = partition_values(accounts, regions)
+    values = partition_values(accounts)
     done = []
     try:
         glue.create_database(DatabaseInput={"Name": settings.database,
@@ -168,35 +157,29 @@ def create_tables(lake: str | Storage, settings: AthenaSettings, accounts: Itera
 
 
 def update_projection(settings: AthenaSettings, partition_keys: Iterable[str]) -> list[str]:
-    """Add the accounts and regions of newly written partitions (`table/event_date=/account=/region=` keys, as an
-    ingest reports them) to the tables' enum projections, so Athena sees them without `athena create`.
+    """Add the accounts of newly written partitions (`table/event_date=/account=` keys, as an ingest reports them)
+    to the tables' enum projections, so Athena sees them without `athena create`.
 
     Only Glue is read and written (no listing of the lake); a table whose lists already hold them is left alone.
     """
     glue = client("glue")
-    seen: dict[str, tuple[set[str], set[str]]] = {}
+    seen: dict[str, set[str]] = {}
     for key in partition_keys:
-        table, _, account, region = partition_of(f"{key.rstrip('/')}/file.parquet")
-        accounts, regions = seen.setdefault(table, (set(), set()))
-        accounts.add(account)
-        regions.add(region)
+        table, _, account = partition_of(f"{key.rstrip('/')}/file.parquet")
+        seen.setdefault(table, set()).add(account)
     done = []
-    for table, (accounts, regions) in sorted(seen.items()):
+    for table, accounts in sorted(seen.items()):
         try:
             current = glue.get_table(DatabaseName=settings.database, Name=table)["Table"]
         except glue.exceptions.EntityNotFoundException:
             raise UsageError(f"no Glue table {settings.database}.{table}: run `trailsight athena create` once"
                              ) from None
         parameters = dict(current["Parameters"])
-        changed = False
-        for column, new in (("account", accounts), ("region", regions)):
-            name = f"projection.{column}.values"
-            listed = set(filter(None, parameters.get(name, "").split(",")))
-            if not new <= listed:
-                parameters[name] = ",".join(sorted(listed | new))
-                changed = True
-                done.append(f"{settings.database}.{table}: {column} {', '.join(sorted(new - listed))} added")
-        if changed:
+        name = "projection.account.values"
+        listed = set(filter(None, parameters.get(name, "").split(",")))
+        if not accounts <= listed:
+            parameters[name] = ",".join(sorted(listed | accounts))
+            done.append(f"{settings.database}.{table}: account {', '.join(sorted(accounts - listed))} added")
             keep = ("Name", "Description", "Owner", "Retention", "StorageDescriptor", "PartitionKeys", "TableType")
             glue.update_table(DatabaseName=settings.database,
                               TableInput={**{k: current[k] for k in keep if k in current}, "Parameters": parameters})

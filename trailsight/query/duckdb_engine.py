@@ -1,9 +1,10 @@
 """Stage 4, queries: DuckDB over the lake, with the views `cloudtrail` and `cloudtrail_insights`.
 
-Partition columns come from the Hive-style folder names, so filters on event_date, account and region
-prune whole folders; Parquet column pruning does the rest. A local lake is read by DuckDB itself, and so is an
-S3 lake when DuckDB's httpfs extension is installed; without it (it cannot be downloaded offline) an S3 lake is
-read through pyarrow datasets registered in DuckDB, which push projections and filters down the same way.
+Partition columns come from the Hive-style folder names, so filters on event_date and account prune whole
+folders; files are sorted by region, whose statistics prune row groups, and Parquet column pruning does the rest.
+A local lake is read by DuckDB itself, and so is an S3 lake when DuckDB's httpfs extension is installed; without
+it (it cannot be downloaded offline) an S3 lake is read through pyarrow datasets registered in DuckDB, which push
+projections and filters down the same way.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from trailsight.lake.derived import (
     derived_tables,
     existing_keys,
 )
-from trailsight.lake.layout import lake_files, partition_of, require_lake
+from trailsight.lake.layout import check_lake_format, lake_files, partition_of, require_lake
 from trailsight.query.sqlfiles import create_views, prepare_connection
 from trailsight.schema import TableSchema, duckdb_type, load_schema, partition_schema
 from trailsight.storage.aws import region_name, s3_endpoint
@@ -99,6 +100,7 @@ def connect(lake: str | Storage) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the lake's tables as views (local folder or S3)."""
     lake = as_storage(lake)
     require_lake(lake)
+    check_lake_format(lake)
     schema = load_schema()
     con = duckdb.connect()
     prepare_connection(con)

@@ -218,7 +218,7 @@ def security_report(lake: LakeLike, day: date | str, config: DetectionConfig | N
     day = as_day(day)
     storage = as_storage(lake)
     with lake_engine(storage, engine) as c:
-        return run_detections(storage, c, day, config).as_dict()
+        return run_detections(c, day, config).as_dict()
 
 
 ReportFunction = Callable[..., dict[str, Any]]

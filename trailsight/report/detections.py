@@ -30,13 +30,11 @@ from typing import Any
 
 import orjson
 
-from trailsight.lake.layout import lake_partitions
 from trailsight.query.detection_library import DERIVED_NAME, Detection, load_library
 from trailsight.query.engine import Engine
 from trailsight.report.queries import run_report_sql
 from trailsight.report.severity import SEVERITIES
 from trailsight.report.triage import History, Key, apply_suppressions, key_of, load_suppressions, triage
-from trailsight.storage.store import Storage
 
 
 @dataclass(frozen=True)
@@ -446,7 +444,7 @@ def _pattern_finding(control_id: str, account: str, principal: str | None, count
                    events[: config.max_events_per_finding], details)
 
 
-def run_detections(lake: Storage, con: Engine, day: date,
+def run_detections(con: Engine, day: date,
                    config: DetectionConfig | None = None) -> DetectionResult:
     """Every control for one day, findings sorted by severity then time."""
     config = config or DetectionConfig()
@@ -489,10 +487,13 @@ def run_detections(lake: Storage, con: Engine, day: date,
             f"from {row['source_ip']}",
             {"user_names": users, "source_ip": row["source_ip"]}, events, config))
 
-    used = lake_partitions(lake, start=day - timedelta(days=config.new_region_history_days), end=day)
-    seen = {(account, region) for _, used_day, account, region in used if used_day < day}
+    regions_since = day - timedelta(days=config.new_region_history_days)
+    first_day = min(regions_since, since)
+    con.use_derived("region_days", first_day, day)
+    used = run_report_sql(con, "security_regions_used", since=first_day, day=day)
+    seen = {(row["account"], row["region"]) for row in used if regions_since <= row["event_date"] < day}
     accounts_seen = {account for account, _ in seen}
-    today = {(account, region) for _, used_day, account, region in used if used_day == day}
+    today = {(row["account"], row["region"]) for row in used if row["event_date"] == day}
     new_regions = sorted(pair for pair in today - seen if pair[0] in accounts_seen)
     for account, region in new_regions:
         activity = run_report_sql(con, "security_region_activity", day=day, account=account, region=region)
@@ -516,7 +517,7 @@ def run_detections(lake: Storage, con: Engine, day: date,
     if not accounts_seen:
         notes.append(f"no earlier days in the lake: first activity in a region cannot be judged for {day}")
 
-    history_days = len({d for _, d, _, _ in used if since <= d < day})
+    history_days = len({row["event_date"] for row in used if since <= row["event_date"] < day})
     history = routine_history(run_report_sql(con, "security_events_history", since=since, day=day),
                               run_report_sql(con, "detection_events_history", since=since, day=day),
                               config, history_days)

@@ -433,7 +433,7 @@ def _midnight(day: date) -> datetime:
 def account_history(lake: Storage, day: date, history_days: int) -> dict[str, date]:
     """First day with data per account within the `history_days` before `day`, from the lake's folders."""
     first: dict[str, date] = {}
-    for _, folder_day, account, _ in lake_partitions(lake, start=day - timedelta(days=history_days),
+    for _, folder_day, account in lake_partitions(lake, start=day - timedelta(days=history_days),
                                                      end=day - timedelta(days=1)):
         first.setdefault(account, folder_day)
     return first

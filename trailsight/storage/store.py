@@ -417,6 +417,14 @@ class Storage:
                 kept.append(self.key_of(f"{bucket}/{error['Key']}"))
         return kept
 
+    def remove_empty_folders(self, prefix: str) -> None:
+        """Remove the folders at and under `prefix` that hold no file (local; S3 has no folders to remove)."""
+        if not self.is_local:
+            return
+        for folder, _, _ in os.walk(self.path(prefix), topdown=False):  # children before their parents
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+
     def _remove_empty_folders(self, folder: str) -> None:
         """Remove `folder` and its parents below the root while they are empty (a lock or a day's originals
         leave no empty tree behind)."""
