@@ -148,6 +148,12 @@ class ConvertedBatch:
     pieces: dict[Partition, RowPiece]
 
 
+def in_partition_order(files: list[LogObject]) -> list[LogObject]:
+    """The files by account, delivery day, then region: a partition (an account's day) is read in one stretch,
+    so the writer completes it before it must flush, and writes it once."""
+    return sorted(files, key=lambda obj: (obj.account, obj.delivery_date or date.min, obj.region, obj.key))
+
+
 def batches(files: list[LogObject]) -> list[list[LogObject]]:
     """Consecutive groups of files, so that per-task overhead is paid per few MB rather than per small file."""
     groups: list[list[LogObject]] = []
@@ -290,7 +296,7 @@ def ingest(
         for converted in skipped:
             summary.count(converted)
             summary.quarantine.append(write_quarantine(lake, converted) or converted.key)
-        groups = batches(files)
+        groups = batches(in_partition_order(files))
         workers = workers or default_workers()
         parallel = workers > 1 and len(groups) > 1
         # The pool closes first: its workers may still be spilling rows when a failure unwinds these.

@@ -250,8 +250,8 @@ class PartitionWriter:
         self.last_added[partition] = self.added
         if sum(self.buffered.values()) > self.max_rows:
             # Flush down to half the budget, the partitions that gained no rows for longest first: files arrive
-            # sorted by account, region and day, so those are complete and make one file each for the run, where
-            # flushing the largest wrote the partitions still filling, several times over (4 files per partition).
+            # sorted by account and day (ingest.in_partition_order), so those are complete and make one file each
+            # for the run, where flushing the largest wrote the partitions still filling, several times over.
             for oldest in sorted(self.buffered, key=self.last_added.__getitem__):
                 if sum(self.buffered.values()) <= self.max_rows // 2:
                     break
