@@ -1,5 +1,5 @@
 -- title: Activity per region
--- description: The calls made in one UTC day in one account and region by principals other than AWS services, with the principals and APIs involved; asked only for a region the account had not used before (known from the lake's folders), so a normal day reads nothing.
+-- description: The calls made in one UTC day in one account and region by principals other than AWS services, with the principals and APIs involved; asked only for a region the account had not used before (known from the region_days derived table), so a normal day reads nothing.
 -- parameters: day, account, region
 -- arrays: principal_list, api_list, source_ips
 WITH events AS (
