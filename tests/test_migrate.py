@@ -17,7 +17,7 @@ from trailsight.lake.ingest import ingest
 from trailsight.lake.layout import FORMAT_KEY
 from trailsight.lake.migrate import migrate_lake
 from trailsight.query.duckdb_engine import connect, run_sql, use_derived
-from trailsight.storage.store import Storage
+from trailsight.storage.store import Storage, copy_objects
 
 DAY = date(2024, 5, 1)
 ACCOUNTS = ("111122223333", "444455556666")
@@ -105,3 +105,20 @@ def test_a_migration_killed_before_removing_the_old_folders_finishes_when_run_ag
     assert summary.duplicates_removed > 0  # the first attempt's files held them already
     assert by_region(lake) == before
     assert not list(lake.rglob("region=*"))
+
+
+def test_an_s3_lake_of_region_folders_is_migrated_in_place(tmp_path: Path, write_log: WriteLog,
+                                                          s3_bucket: str) -> None:
+    lake = lake_of_two_accounts_in_three_regions(tmp_path, write_log)
+    before = by_region(lake)
+    as_region_folders(lake, 3)
+    remote = f"{s3_bucket}/lake"
+    copy_objects(Storage(lake), Storage(remote))
+
+    summary = migrate_lake(remote)
+    assert (summary.from_format, summary.partitions) == (3, 2)
+    assert run_sql(remote, BY_REGION).rows == before
+    keys = [obj.key for obj in Storage(remote).list_files("")]
+    assert not [key for key in keys if "region=" in key]
+    assert Storage(remote).list_dirs(f"cloudtrail/event_date=2024-05-01/account={ACCOUNTS[0]}") == []
+    assert json.loads(Storage(remote).read_bytes(FORMAT_KEY))["format"] == 4

@@ -418,12 +418,22 @@ class Storage:
         return kept
 
     def remove_empty_folders(self, prefix: str) -> None:
-        """Remove the folders at and under `prefix` that hold no file (local; S3 has no folders to remove)."""
-        if not self.is_local:
+        """Remove the folders at and under `prefix` that hold no file: on S3, the empty `…/` marker objects
+        pyarrow leaves when it deletes a folder's last file, when nothing else is under `prefix`."""
+        if self.is_local:
+            for folder, _, _ in os.walk(self.path(prefix), topdown=False):  # children before their parents
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
             return
-        for folder, _, _ in os.walk(self.path(prefix), topdown=False):  # children before their parents
-            with contextlib.suppress(OSError):
-                os.rmdir(folder)
+        if next(self.list_files(prefix), None) is not None:
+            return
+        bucket, _, folder = self.path(prefix).partition("/")
+        try:
+            listed = client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{folder}/")
+            for marker in [o["Key"] for o in listed.get("Contents", []) if o["Key"].endswith("/")]:
+                client("s3").delete_object(Bucket=bucket, Key=marker)
+        except ClientError as exc:
+            raise storage_error(f"cannot remove the folder s3://{bucket}/{folder}", exc) from exc
 
     def _remove_empty_folders(self, folder: str) -> None:
         """Remove `folder` and its parents below the root while they are empty (a lock or a day's originals
