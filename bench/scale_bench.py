@@ -171,7 +171,13 @@ def upload(client, bucket: str, folder: Path, prefix: str = "") -> int:
     return len(paths)
 
 
-def s3_section(subset: Path, work: Path, repeat: int, endpoints: dict[str, str], proxy, client) -> None:
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def s3_section(subset: Path, work: Path, repeat: int, endpoints: dict[str, str], proxy, client,
+               moto: psutil.Process) -> None:
     files, gzip_bytes = archive_figures(subset)
     client.create_bucket(Bucket="bench-source")
     upload(client, "bench-source", subset)
@@ -187,7 +193,9 @@ def s3_section(subset: Path, work: Path, repeat: int, endpoints: dict[str, str],
         for name in order:
             source, environment = places[name]
             proxy.counts.reset()
+            served = cpu_seconds(moto)
             runs[name].append(run_child("trailsight", source, work / f"s3-{name}", environment))
+            runs[name][-1]["moto"] = cpu_seconds(moto) - served
             if name == "s3+latency":
                 requests.append(proxy.counts.requests)
     rows = []
@@ -197,15 +205,19 @@ def s3_section(subset: Path, work: Path, repeat: int, endpoints: dict[str, str],
         to_s3 = [m["seconds"] / s["seconds"] for m, s in zip(measured, runs["s3"], strict=True)]
         to_local = [m["seconds"] / s["seconds"] for m, s in zip(measured, runs["local"], strict=True)]
         rows.append([name, f"{events:,}", spread(seconds), f"{events / statistics.median(seconds):,.0f}",
-                     spread(to_s3), spread(to_local)])
-    print_table(["source", "events", "seconds median (range)", "events/s", "x s3", "x local"], rows)
+                     spread(to_s3), spread(to_local),
+                     spread([m["moto"] for m in measured], 1) if name != "local" else ""])
+    print_table(["source", "events", "seconds median (range)", "events/s", "x s3", "x local",
+                 "moto server CPU s"], rows)
     print(f"\nrequests through the proxy per s3+latency run: {spread([float(r) for r in requests], 0)}")
+    print("moto's server is one Python process: its CPU seconds per run are a floor on that run's seconds")
 
 
 # --- 3. listing an organisation trail --------------------------------------------------------------------
 
 
-def org_section(client, proxy, accounts: int, regions: int, endpoint: str, direct: str) -> None:
+def org_section(client, proxy, accounts: int, regions: int, endpoint: str, direct: str,
+                moto: psutil.Process) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from trailsight.source.discovery import discover
@@ -233,13 +245,15 @@ def org_section(client, proxy, accounts: int, regions: int, endpoint: str, direc
         for name, url in (("through the proxy", endpoint), ("from moto directly", direct)):
             os.environ.update({**MOTO_CREDENTIALS, "AWS_ENDPOINT_URL": url})
             proxy.counts.reset()
+            served = cpu_seconds(moto)
             started = time.monotonic()
             found = discover(Storage(f"s3://{bucket}"), day, day)
             seconds = time.monotonic() - started
+            served = cpu_seconds(moto) - served
             counted = (f": {proxy.counts.lists:,} LIST calls, {proxy.counts.requests:,} requests in all"
                        if url == endpoint else " (moto's own time per LIST, without the added latency)")
             print(f"{name}: found {len(found.event_files):,} log files and {len(found.digests):,} digests in "
-                  f"{seconds:.1f} s{counted}")
+                  f"{seconds:.1f} s{counted}; moto's server used {served:.1f} CPU s")
     finally:
         if previous is None:
             os.environ.pop("AWS_ENDPOINT_URL", None)
@@ -405,10 +419,11 @@ def main() -> None:
         try:
             if "s3" in sections:
                 s3_section(s3_subset(args.small, work, args.s3_days), work, args.repeat,
-                           {"s3": f"http://{host}:{port}", "s3+latency": proxy.endpoint}, proxy, client)
+                           {"s3": f"http://{host}:{port}", "s3+latency": proxy.endpoint}, proxy, client,
+                           psutil.Process(server.pid))
             if "org" in sections:
                 org_section(client, proxy, args.org_accounts, args.org_regions, proxy.endpoint,
-                            f"http://{host}:{port}")
+                            f"http://{host}:{port}", psutil.Process(server.pid))
         finally:
             proxy.stop()
             server.terminate()
