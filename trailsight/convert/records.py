@@ -838,12 +838,16 @@ class BatchConverter:
         return {place: ordered.slice(bounds[i], bounds[i + 1] - bounds[i]) for place, i in place_ids.items()}
 
 
+def with_region(rows: pa.Table, region: str) -> pa.Table:
+    """Rows of one region with that region as their clustering column, as the lake's files hold them."""
+    return rows.append_column(REGION, pa.repeat(pa.scalar(region, pa.string()), rows.num_rows))
+
+
 def by_partition(places: list[tuple[Place, pa.Table]]) -> dict[Partition, pa.Table]:
     """Rows by partition, each with its place's region as a column, in region order (the files' clustering)."""
     grouped: dict[Partition, list[pa.Table]] = {}
     for (table, day, account, region), rows in sorted(places, key=lambda item: item[0][3]):
-        grouped.setdefault((table, day, account), []).append(
-            rows.append_column(REGION, pa.repeat(pa.scalar(region, pa.string()), rows.num_rows)))
+        grouped.setdefault((table, day, account), []).append(with_region(rows, region))
     return {partition: pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
             for partition, pieces in grouped.items()}
 

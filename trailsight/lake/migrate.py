@@ -14,10 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trailsight.convert.records import REGION, Partition
+from trailsight.convert.records import Partition, with_region
 from trailsight.errors import TrailsightError
 from trailsight.lake.derived import derived_tables
 from trailsight.lake.layout import (
@@ -81,8 +80,7 @@ def _merge_regions(lake: Storage, partition: Partition, summary: MigrationSummar
         seen, _ = visible_names(key.rpartition("/")[2] for key in listed)
         for file_name in seen:
             rows = pq.read_table(lake.path(f"{folder}/{name}/{file_name}"), filesystem=lake.fs)
-            rows = rows.append_column(REGION, pa.repeat(pa.scalar(region, pa.string()), rows.num_rows))
-            writer.add(partition, RowPiece.of(rows, None))
+            writer.add(partition, RowPiece.of(with_region(rows, region), None))
         old_keys += listed
     writer.close()
     old_aliases = [obj.key for name in regions for obj in lake.list_files(f"{ALIASES_PREFIX}/{folder}/{name}")]
