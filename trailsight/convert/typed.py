@@ -100,19 +100,26 @@ text, its identity). A plain tuple: one is made per event."""
 KEY_END = b'":'
 """How every key ends in JSON without whitespace before its colons; a string's content can only hold it as
 `\\":`, which makes a count too high (the record then takes the exact conversion), never too low."""
-_SPACE_BEFORE_A_COLON = (b'" ', b"\t", b"\n", b"\r")
-"""Text holding one of these may have whitespace between a key and its colon: its keys are not counted."""
+_LINE_SPACE = (b"\t", b"\n", b"\r")
+"""Text holding one of these, or a quote followed by a space, may have whitespace between a key and its colon:
+its keys are not counted."""
+_QUOTE, _COLON, _SPACE = ord('"'), ord(":"), ord(" ")
 
 
 def key_ends(text: bytes) -> int:
     """How many keys a text gives, at every level, or -1 when its spacing does not let them be counted.
 
     A struct decodes a key given twice as its last value, silently; comparing this with the keys the decoded
-    records hold finds every repeat without parsing the text again. One scan of a whole file is the usual cost.
+    records hold finds every repeat without parsing the text again. The bytes after each quote are looked at
+    once, in numpy: a third of the time of searching the text for each two-byte pattern.
     """
-    if any(mark in text for mark in _SPACE_BEFORE_A_COLON):
+    if any(mark in text for mark in _LINE_SPACE):
         return -1
-    return text.count(KEY_END)
+    data = np.frombuffer(text, np.uint8)
+    after_quotes = data[np.flatnonzero(data[:-1] == _QUOTE) + 1]
+    if (after_quotes == _SPACE).any():
+        return -1
+    return int(np.count_nonzero(after_quotes == _COLON))
 
 
 @dataclass(frozen=True)
