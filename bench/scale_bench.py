@@ -416,14 +416,14 @@ def main() -> None:
         proxy = LatencyProxy(host, port, args.delay).start()
         client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
                               aws_access_key_id="bench", aws_secret_access_key="bench")
+        moto = psutil.Process(server.pid)
         try:
             if "s3" in sections:
                 s3_section(s3_subset(args.small, work, args.s3_days), work, args.repeat,
-                           {"s3": f"http://{host}:{port}", "s3+latency": proxy.endpoint}, proxy, client,
-                           psutil.Process(server.pid))
+                           {"s3": f"http://{host}:{port}", "s3+latency": proxy.endpoint}, proxy, client, moto)
             if "org" in sections:
                 org_section(client, proxy, args.org_accounts, args.org_regions, proxy.endpoint,
-                            f"http://{host}:{port}", psutil.Process(server.pid))
+                            f"http://{host}:{port}", moto)
         finally:
             proxy.stop()
             server.terminate()

@@ -94,8 +94,8 @@ def _merge_regions(lake: Storage, partition: Partition, summary: MigrationSummar
     for key in old_aliases:
         lake.delete(key)
     for name in regions:
-        for prefix in (folder, f"{ALIASES_PREFIX}/{folder}",
-                       *(f"{table.prefix}/{folder.partition('/')[2]}" for table in derived_tables().values())):
-            lake.remove_empty_folders(f"{prefix}/{name}")
+        for emptied in (f"{folder}/{name}", f"{ALIASES_PREFIX}/{folder}/{name}",
+                        *(table.key(f"{folder}/{name}") for table in derived_tables().values())):
+            lake.remove_empty_folders(emptied)
     summary.duplicates_removed += writer.duplicates
     summary.files_rewritten += len(old_keys)

@@ -418,14 +418,13 @@ class Storage:
         return kept
 
     def remove_empty_folders(self, prefix: str) -> None:
-        """Remove the folders at and under `prefix` that hold no file: on S3, the empty `…/` marker objects
-        pyarrow leaves when it deletes a folder's last file, when nothing else is under `prefix`."""
+        """Remove the folders at and under `prefix` that hold no file. On S3 a folder is only its keys' prefix:
+        what goes are the empty `…/` marker objects pyarrow leaves when it deletes a folder's last file (a folder
+        that still holds files is listed all the same without them)."""
         if self.is_local:
             for folder, _, _ in os.walk(self.path(prefix), topdown=False):  # children before their parents
                 with contextlib.suppress(OSError):
                     os.rmdir(folder)
-            return
-        if next(self.list_files(prefix), None) is not None:
             return
         bucket, _, folder = self.path(prefix).partition("/")
         try:
